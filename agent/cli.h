@@ -1,0 +1,26 @@
+/* Shared pieces of the edgeloop command line: the command table entries each
+ * cmd_*.c file provides, and how a command reports failure. */
+#ifndef EL_CLI_H
+#define EL_CLI_H
+
+#include "base/error.h"
+
+/* A subcommand: ARGV[0] is the subcommand name. Returns the exit status. */
+typedef int (*el_cli_fn)(int argc, char **argv);
+
+typedef struct el_cli_command {
+    const char *name;
+    el_cli_fn fn;
+    const char *summary;   /* one line for `edgeloop --help` */
+} el_cli_command;
+
+/* Prints ERR (as JSON when JSON) on stdout for --json, else stderr, and
+ * returns the exit status DESIGN.md assigns to its code (1, 2 or 3). */
+int el_cli_fail(const el_error *err, int json);
+
+/* Prints "edgeloop CMD: MSG" for a usage mistake and returns 1. */
+int el_cli_usage(const char *cmd, const char *msg, int json);
+
+/* Commands, one per cmd_*.c (each file adds its own line to main.c). */
+
+#endif

@@ -1,0 +1,161 @@
+/* agent/base: SHA-256 against FIPS 180-4 vectors, JSON limits, atomic
+ * writes, arena, allocation failure injection, error model. */
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/arena.h"
+#include "base/error.h"
+#include "base/fs.h"
+#include "base/json.h"
+#include "base/sha256.h"
+#include "check.h"
+
+static void test_sha256(void)
+{
+    char hex[65];
+    el_sha256_hex("", 0, hex);
+    CHECK_STR(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    el_sha256_hex("abc", 3, hex);
+    CHECK_STR(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    el_sha256_hex(two, strlen(two), hex);
+    CHECK_STR(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    /* one million 'a', fed in uneven pieces to exercise block boundaries */
+    el_sha256_ctx ctx;
+    el_sha256_init(&ctx);
+    char chunk[997];
+    memset(chunk, 'a', sizeof chunk);
+    size_t left = 1000000;
+    while (left) {
+        size_t n = left < sizeof chunk ? left : sizeof chunk;
+        el_sha256_update(&ctx, chunk, n);
+        left -= n;
+    }
+    uint8_t d[32];
+    el_sha256_final(&ctx, d);
+    el_hex(d, 32, hex);
+    CHECK_STR(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+    uint8_t back[32];
+    CHECK(el_unhex(hex, back, 32) == 0 && memcmp(back, d, 32) == 0);
+    CHECK(el_unhex("zz", back, 1) == -1);
+}
+
+static void test_json(void)
+{
+    el_error err;
+    json_t *j = el_json_parse("{\"a\":1,\"b\":\"x\",\"c\":2.5}", 23, 100, "doc", &err);
+    CHECK(j != NULL);
+    int64_t a = 0;
+    const char *b = NULL;
+    double c = 0;
+    CHECK_OK(el_json_get_i64(j, "a", 0, 10, &a, "doc", &err), &err);
+    CHECK(a == 1);
+    CHECK_OK(el_json_get_str(j, "b", &b, "doc", &err), &err);
+    CHECK_STR(b, "x");
+    CHECK_OK(el_json_get_f64(j, "c", &c, "doc", &err), &err);
+    CHECK(c == 2.5);
+    CHECK(el_json_get_i64(j, "a", 2, 10, &a, "doc", &err) == EL_EINPUT);
+    CHECK(strstr(err.msg, "\"a\"") != NULL);
+    CHECK(el_json_get_str(j, "missing", &b, "doc", &err) == EL_EINPUT);
+    CHECK(strstr(err.msg, "missing") != NULL);
+    CHECK(el_json_get_i64(j, "b", 0, 10, &a, "doc", &err) == EL_EINPUT);
+    json_decref(j);
+
+    CHECK(el_json_parse("{\"a\":1,\"a\":2}", 13, 100, "dup", &err) == NULL);
+    CHECK(err.code == EL_EINPUT);
+    CHECK(el_json_parse("{\"a\":1}", 7, 6, "big", &err) == NULL);
+    CHECK(strstr(err.msg, "limit") != NULL);
+    CHECK(el_json_parse("{\"a\":1} x", 9, 100, "trail", &err) == NULL);
+    CHECK(el_json_parse("{\"a\":", 5, 100, "cut", &err) == NULL);
+}
+
+static void test_fs(void)
+{
+    char dir[] = "/tmp/el-test-base-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[512], sub[512];
+    el_error err;
+    snprintf(sub, sizeof sub, "%s/a/b/c", dir);
+    CHECK_OK(el_fs_mkdirs(sub, 0755, &err), &err);
+    CHECK(el_fs_exists(sub));
+    CHECK_OK(el_fs_join(path, sizeof path, sub, "file"), &err);
+    CHECK_OK(el_fs_write_atomic(path, "hello", 5, 0600, &err), &err);
+    uint8_t *buf;
+    size_t len;
+    CHECK_OK(el_fs_read_file(path, 100, &buf, &len, &err), &err);
+    CHECK(len == 5 && memcmp(buf, "hello", 5) == 0 && buf[5] == '\0');
+    el_free(buf);
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0600);
+    CHECK(el_fs_read_file(path, 4, &buf, &len, &err) == EL_EINPUT);
+    CHECK(el_fs_read_file("/nonexistent/x", 4, &buf, &len, &err) == EL_ENOTFOUND);
+
+    /* a full disk leaves the old content and no temporary file */
+    setenv("EDGELOOP_FAULT", "other,fs.enospc", 1);
+    CHECK(el_fs_write_atomic(path, "world!", 6, 0600, &err) == EL_ENOSPC);
+    unsetenv("EDGELOOP_FAULT");
+    CHECK_OK(el_fs_read_file(path, 100, &buf, &len, &err), &err);
+    CHECK(len == 5 && memcmp(buf, "hello", 5) == 0);
+    el_free(buf);
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+    CHECK(!el_fs_exists(tmp));
+
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+static void test_arena_alloc(void)
+{
+    el_arena arena;
+    el_arena_init(&arena, 256);
+    char *a = el_arena_alloc(&arena, 10);
+    char *b = el_arena_alloc(&arena, 1000);   /* larger than a block */
+    CHECK(a && b && ((uintptr_t)a % 64) == 0 && ((uintptr_t)b % 64) == 0);
+    memset(b, 7, 1000);
+    el_arena_reset(&arena);
+    char *c = el_arena_alloc(&arena, 16);
+    CHECK(c && c[0] == 0);
+    el_arena_finish(&arena);
+
+    el_alloc_fail_after(2);
+    void *p1 = el_malloc(8);
+    void *p2 = el_malloc(8);
+    void *p3 = el_malloc(8);
+    CHECK(p1 != NULL && p2 == NULL && p3 == NULL);
+    el_alloc_fail_reset();
+    el_free(p1);
+    CHECK(el_calloc(SIZE_MAX / 2, 4) == NULL);
+}
+
+static void test_error(void)
+{
+    el_error err;
+    el_error_clear(&err);
+    CHECK(el_error_set(&err, EL_EINPUT, "file %s", "x.json") == EL_EINPUT);
+    CHECK_STR(err.tag, "bad_input");
+    el_error_prefix(&err, "loading");
+    CHECK_STR(err.msg, "loading: file x.json");
+    el_error_set_tag(&err, EL_ETRUST, "bad_signature", "sig");
+    CHECK_STR(err.tag, "bad_signature");
+    CHECK(el_error_exit_status(EL_ETRUST) == 3);
+    CHECK(el_error_exit_status(EL_EPOLICY) == 3);
+    CHECK(el_error_exit_status(EL_EINPUT) == 2);
+    CHECK(el_error_exit_status(EL_EUSAGE) == 1);
+    CHECK(el_error_exit_status(EL_OK) == 0);
+    CHECK(el_error_set(NULL, EL_EIO, "ignored") == EL_EIO);
+}
+
+int main(void)
+{
+    test_sha256();
+    test_json();
+    test_fs();
+    test_arena_alloc();
+    test_error();
+    return el_test_done("test_base");
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian 12 machine: installs what is
+# missing, configures, builds, runs every suite (gpu on lavapipe with the
+# Khronos validation layer on), then the unit and crypto suites again under
+# AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash tools/deps.sh
+
+jobs=$(nproc)
+if [ ! -f build/build.ninja ]; then
+  meson setup build >/dev/null
+fi
+ninja -C build
+meson test -C build --print-errorlogs --num-processes "$jobs" \
+  --suite unit --suite crypto --suite e2e
+# GPU tests run one at a time: lavapipe already uses every core.
+meson test -C build --print-errorlogs --num-processes 1 --suite gpu
+
+if [ "${EDGELOOP_SKIP_SANITIZE:-0}" != 1 ]; then
+  if [ ! -f build-asan/build.ninja ]; then
+    meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+  fi
+  ninja -C build-asan
+  ASAN_OPTIONS=detect_leaks=1 meson test -C build-asan --print-errorlogs \
+    --num-processes "$jobs" --suite unit --suite crypto
+fi
+echo "tools/test.sh: all suites passed"
