@@ -22,5 +22,29 @@ int el_cli_fail(const el_error *err, int json);
 int el_cli_usage(const char *cmd, const char *msg, int json);
 
 /* Commands, one per cmd_*.c (each file adds its own line to main.c). */
+int el_cmd_train(int argc, char **argv);
+int el_cmd_eval(int argc, char **argv);
+int el_cmd_generate(int argc, char **argv);
+int el_cmd_devices(int argc, char **argv);
+/* state commands (cmd_state.c, cmd_versions.c) */
+int el_cmd_init(int argc, char **argv);
+int el_cmd_ingest(int argc, char **argv);
+int el_cmd_versions(int argc, char **argv);
+int el_cmd_show(int argc, char **argv);
+int el_cmd_lineage(int argc, char **argv);
+int el_cmd_activate(int argc, char **argv);
+int el_cmd_rollback(int argc, char **argv);
+int el_cmd_pin(int argc, char **argv);
+int el_cmd_unpin(int argc, char **argv);
+int el_cmd_feedback(int argc, char **argv);
+int el_cmd_audit(int argc, char **argv);
+int el_cmd_gc(int argc, char **argv);
+int el_cmd_export(int argc, char **argv);
+int el_cmd_config(int argc, char **argv);
+int el_cmd_register_adapter(int argc, char **argv);
+int el_cmd_check(int argc, char **argv);
+int el_cmd_health(int argc, char **argv);
+/* device commands (cmd_device.c): `train` dispatches state/standalone mode */
+int el_cmd_device_train(int argc, char **argv);
 
 #endif

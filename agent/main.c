@@ -7,6 +7,27 @@
 
 static const el_cli_command commands[] = {
     /* name, function, summary: kept in the order `--help` shows them */
+    {"devices", el_cmd_devices, "list Vulkan devices and what --backend auto would use"},
+    {"init", el_cmd_init, "create the state directory and register the base model"},
+    {"ingest", el_cmd_ingest, "add JSONL samples to the train, holdout or anchor split"},
+    {"versions", el_cmd_versions, "list adapter versions and their states"},
+    {"show", el_cmd_show, "print one version: lineage, recipe, metrics, gate"},
+    {"lineage", el_cmd_lineage, "print a version's chain of parents to the base"},
+    {"activate", el_cmd_activate, "activate a version (candidate -> probation)"},
+    {"rollback", el_cmd_rollback, "roll back to the last good version (or --to ID|base)"},
+    {"pin", el_cmd_pin, "hold the active version"},
+    {"unpin", el_cmd_unpin, "release the pin"},
+    {"feedback", el_cmd_feedback, "record --accept or --reject for a version"},
+    {"audit", el_cmd_audit, "print or --verify the audit chain"},
+    {"gc", el_cmd_gc, "apply retention and free unreferenced blobs"},
+    {"export", el_cmd_export, "write a version back as a PEFT directory"},
+    {"config", el_cmd_config, "print every effective configuration key and its source"},
+    {"register-adapter", el_cmd_register_adapter, "maintenance: import a PEFT directory as a version"},
+    {"check", el_cmd_check, "verify the registry, blobs and audit chain"},
+    {"health", el_cmd_health, "maintenance: report a probation health check"},
+    {"train", el_cmd_device_train, "train a candidate from ingested data and gate it (or --model/--data/--out: standalone)"},
+    {"eval", el_cmd_eval, "loss of a model (+ adapter) on JSONL data"},
+    {"generate", el_cmd_generate, "continue a prompt with a model (+ adapter)"},
     {NULL, NULL, NULL},
 };
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 pkgs=(
-  meson ninja-build pkg-config gcc clang
+  meson ninja-build pkg-config gcc clang libclang-rt-14-dev
   glslang-tools libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libsqlite3-dev sqlite3 libmbedtls-dev libzstd-dev
   libopenblas-dev libopenblas0-pthread libjansson-dev

@@ -1,0 +1,39 @@
+/* Helpers shared by the state commands (cmd_state.c, cmd_versions.c): the
+ * common --state/--json/--help flags, opening the state, JSON output. */
+#ifndef EL_CMD_STATE_H
+#define EL_CMD_STATE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+typedef struct el_cli_state {
+    const char *cmd;    /* subcommand name, for messages */
+    const char *state;  /* --state DIR or NULL */
+    int json;           /* --json */
+    int help;           /* --help / -h */
+} el_cli_state;
+
+/* Consumes ARGV[*I] (and its value) when it is --state, --json or --help.
+ * Returns 1 when consumed, 0 when not one of them, -1 when --state lacks
+ * its value (the usage error is printed; exit 1). */
+int el_cli_state_common(el_cli_state *c, int argc, char **argv, int *i);
+
+/* Opens the state (CREATE for init). Returns 0 with *S set, or the exit
+ * status after printing the error. */
+int el_cli_state_open(el_cli_state *c, int create, el_store **s);
+
+/* Parses a version id (a positive integer). Returns 0 or -1. */
+int el_cli_state_id(const char *text, int64_t *id);
+
+/* Prints V (consumed) as indented JSON on stdout. */
+void el_cli_state_print(json_t *v);
+
+/* A version as JSON (new reference; NULL when out of memory). */
+json_t *el_cli_state_version_json(const el_store_version *v);
+
+/* Prints ERR and returns the exit status (el_cli_fail). */
+int el_cli_state_fail(el_cli_state *c, const el_error *err);
+
+#endif

@@ -1,0 +1,556 @@
+/* Version commands: versions, show, lineage, activate, rollback, pin,
+ * unpin, feedback, export, register-adapter. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cmd_state.h"
+
+/* Parses the flags every version command shares plus positional arguments
+ * into POS (at most MAXPOS). Returns -1 after printing a usage error, else
+ * the number of positionals; command-specific flags are left to ONFLAG,
+ * which returns 1 when it consumed ARGV[*I], 0 when unknown. */
+typedef int (*flag_fn)(void *ctx, int argc, char **argv, int *i);
+
+static int parse(el_cli_state *c, int argc, char **argv, const char **pos, int maxpos,
+                 flag_fn onflag, void *ctx)
+{
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        int k = el_cli_state_common(c, argc, argv, &i);
+        if (k < 0)
+            return -1;
+        if (k)
+            continue;
+        if (onflag && onflag(ctx, argc, argv, &i))
+            continue;
+        if (argv[i][0] != '-' && n < maxpos) {
+            pos[n++] = argv[i];
+            continue;
+        }
+        el_cli_usage(c->cmd, "unexpected argument", c->json);
+        return -1;
+    }
+    return n;
+}
+
+static int need_id(el_cli_state *c, const char *text, int64_t *id)
+{
+    if (!text || el_cli_state_id(text, id))
+        return el_cli_usage(c->cmd, "a version ID (a positive integer) is required",
+                            c->json);
+    return 0;
+}
+
+static int print_version_state(el_cli_state *c, el_store *s, int64_t id,
+                               const char *what)
+{
+    el_store_version v;
+    el_error err;
+    if (el_store_version_get(s, id, &v, &err))
+        return el_cli_state_fail(c, &err);
+    if (c->json)
+        el_cli_state_print(el_cli_state_version_json(&v));
+    else
+        printf("%s version %lld (%s)\n", what, (long long)v.id, v.state);
+    el_store_version_finish(&v);
+    return 0;
+}
+
+/* ---- versions --------------------------------------------------------------- */
+
+static const char versions_help[] =
+    "usage: edgeloop versions [--state DIR] [--json]\n"
+    "\n"
+    "Lists every adapter version: id, state (candidate, probation, good,\n"
+    "rejected, rolled_back, retired), whether it is active (*) or pinned (P),\n"
+    "origin (local, fleet, imported) and parent.\n";
+
+int el_cmd_versions(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = "versions"};
+    const char *pos[1];
+    if (parse(&c, argc, argv, pos, 0, NULL, NULL) < 0)
+        return 1;
+    if (c.help) {
+        fputs(versions_help, stdout);
+        return 0;
+    }
+    el_store *s;
+    int rc = el_cli_state_open(&c, 0, &s);
+    if (rc)
+        return rc;
+    el_store_version *v;
+    size_t n;
+    el_error err;
+    if (el_store_version_list(s, &v, &n, &err)) {
+        el_store_close(s);
+        return el_cli_state_fail(&c, &err);
+    }
+    int64_t active = 0;
+    el_store_active(s, &active, NULL);
+    if (c.json) {
+        json_t *list = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(list, el_cli_state_version_json(&v[i]));
+        el_cli_state_print(json_pack("{s:o, s:o}", "versions", list, "active",
+                                     active ? json_integer(active) : json_null()));
+    } else {
+        printf("%-5s %-2s %-12s %-9s %-6s %s\n", "ID", "", "STATE", "ORIGIN", "PARENT",
+               "ADAPTER");
+        for (size_t i = 0; i < n; i++) {
+            char parent[24] = "-";
+            if (v[i].parent_id)
+                snprintf(parent, sizeof parent, "%lld", (long long)v[i].parent_id);
+            printf("%-5lld %c%c %-12s %-9s %-6s %.16s\n", (long long)v[i].id,
+                   v[i].active ? '*' : ' ', v[i].pinned ? 'P' : ' ', v[i].state,
+                   v[i].origin, parent, v[i].adapter_hash);
+        }
+        if (!active)
+            printf("(no active version: the base model runs alone)\n");
+    }
+    el_store_version_list_free(v, n);
+    el_store_close(s);
+    return 0;
+}
+
+/* ---- show / lineage ------------------------------------------------------------ */
+
+static const char show_help[] =
+    "usage: edgeloop show ID [--state DIR] [--json]\n"
+    "\n"
+    "Prints everything the registry holds about version ID: lineage (parent,\n"
+    "base, data digest), recipe, seed, backend, metrics, plasticity figures,\n"
+    "gate verdict, state, reason, timestamps.\n";
+
+int el_cmd_show(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = "show"};
+    const char *pos[1] = {NULL};
+    if (parse(&c, argc, argv, pos, 1, NULL, NULL) < 0)
+        return 1;
+    if (c.help) {
+        fputs(show_help, stdout);
+        return 0;
+    }
+    int64_t id;
+    int rc = need_id(&c, pos[0], &id);
+    if (rc)
+        return rc;
+    el_store *s;
+    if ((rc = el_cli_state_open(&c, 0, &s)))
+        return rc;
+    el_store_version v;
+    el_error err;
+    if (el_store_version_get(s, id, &v, &err)) {
+        el_store_close(s);
+        return el_cli_state_fail(&c, &err);
+    }
+    json_t *o = el_cli_state_version_json(&v);
+    if (c.json) {
+        el_cli_state_print(o);
+    } else {
+        char *text = o ? json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+        printf("version %lld: %s%s\n%s\n", (long long)v.id, v.state,
+               v.active ? " (active)" : "", text ? text : "");
+        free(text);
+        json_decref(o);
+    }
+    el_store_version_finish(&v);
+    el_store_close(s);
+    return 0;
+}
+
+static const char lineage_help[] =
+    "usage: edgeloop lineage ID [--state DIR] [--json]\n"
+    "\n"
+    "Prints the chain of versions from ID back through its parents to the base\n"
+    "model, with each version's state, origin and data digest.\n";
+
+int el_cmd_lineage(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = "lineage"};
+    const char *pos[1] = {NULL};
+    if (parse(&c, argc, argv, pos, 1, NULL, NULL) < 0)
+        return 1;
+    if (c.help) {
+        fputs(lineage_help, stdout);
+        return 0;
+    }
+    int64_t id;
+    int rc = need_id(&c, pos[0], &id);
+    if (rc)
+        return rc;
+    el_store *s;
+    if ((rc = el_cli_state_open(&c, 0, &s)))
+        return rc;
+    json_t *chain = json_array();
+    char base[65] = "";
+    el_error err;
+    /* parents always have smaller ids (a parent exists before its child), so
+     * the walk ends; the bound guards a damaged database */
+    for (int depth = 0; id && depth < 100000; depth++) {
+        el_store_version v;
+        if (el_store_version_get(s, id, &v, &err)) {
+            json_decref(chain);
+            el_store_close(s);
+            return el_cli_state_fail(&c, &err);
+        }
+        json_array_append_new(chain, json_pack("{s:I, s:s, s:s, s:s, s:b}",
+                                               "id", (json_int_t)v.id, "state", v.state,
+                                               "origin", v.origin, "data_digest",
+                                               v.data_digest, "active", v.active));
+        if (!c.json)
+            printf("%s%lld (%s, %s, data %.12s)\n", depth ? "  <- " : "",
+                   (long long)v.id, v.state, v.origin, v.data_digest);
+        snprintf(base, sizeof base, "%s", v.base_hash);
+        id = v.parent_id < v.id ? v.parent_id : 0;
+        el_store_version_finish(&v);
+    }
+    if (c.json)
+        el_cli_state_print(json_pack("{s:o, s:s}", "lineage", chain, "base", base));
+    else {
+        printf("  <- base %s\n", base);
+        json_decref(chain);
+    }
+    el_store_close(s);
+    return 0;
+}
+
+/* ---- activate / rollback / pin / unpin ------------------------------------------- */
+
+static const char activate_help[] =
+    "usage: edgeloop activate ID [--state DIR] [--json]\n"
+    "\n"
+    "Makes version ID active, in one transaction after its blobs are verified.\n"
+    "A candidate that passed its gate (or was imported) enters probation; a good\n"
+    "version is activated again as it is. Refused (exit 3): rejected,\n"
+    "rolled_back or retired versions, the active version, a candidate without a\n"
+    "passed gate, and any change while the active version is pinned or on\n"
+    "probation.\n";
+
+int el_cmd_activate(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = "activate"};
+    const char *pos[1] = {NULL};
+    if (parse(&c, argc, argv, pos, 1, NULL, NULL) < 0)
+        return 1;
+    if (c.help) {
+        fputs(activate_help, stdout);
+        return 0;
+    }
+    int64_t id;
+    int rc = need_id(&c, pos[0], &id);
+    if (rc)
+        return rc;
+    el_store *s;
+    if ((rc = el_cli_state_open(&c, 0, &s)))
+        return rc;
+    el_error err;
+    if (el_store_activate(s, id, &err))
+        rc = el_cli_state_fail(&c, &err);
+    else
+        rc = print_version_state(&c, s, id, "activated");
+    el_store_close(s);
+    return rc;
+}
+
+static const char rollback_help[] =
+    "usage: edgeloop rollback [--to ID|base] [--state DIR] [--json]\n"
+    "\n"
+    "Rolls back the active version: a version on probation becomes rolled_back\n"
+    "(a good one stays good). Without --to the most recently active good\n"
+    "version is activated; --to ID activates that good version; --to base runs\n"
+    "the base model alone. Refused (exit 3) when there is no good version to\n"
+    "go to, or while pinned.\n";
+
+static int rollback_flag(void *ctx, int argc, char **argv, int *i)
+{
+    const char **to = ctx;
+    if (!strcmp(argv[*i], "--to") && *i + 1 < argc) {
+        *to = argv[++*i];
+        return 1;
+    }
+    return 0;
+}
+
+int el_cmd_rollback(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = "rollback"};
+    const char *pos[1], *to = NULL;
+    if (parse(&c, argc, argv, pos, 0, rollback_flag, &to) < 0)
+        return 1;
+    if (c.help) {
+        fputs(rollback_help, stdout);
+        return 0;
+    }
+    int64_t target = 0;
+    if (to && !strcmp(to, "base"))
+        target = -1;
+    else if (to && el_cli_state_id(to, &target))
+        return el_cli_usage(c.cmd, "--to needs a version ID or \"base\"", c.json);
+    el_store *s;
+    int rc = el_cli_state_open(&c, 0, &s);
+    if (rc)
+        return rc;
+    el_error err;
+    int64_t before = 0, after = 0;
+    el_store_active(s, &before, NULL);
+    if (el_store_rollback(s, target, "operator", &err)) {
+        el_store_close(s);
+        return el_cli_state_fail(&c, &err);
+    }
+    el_store_active(s, &after, NULL);
+    if (c.json)
+        el_cli_state_print(json_pack("{s:o, s:o}",
+                                     "from", before ? json_integer(before) : json_null(),
+                                     "active", after ? json_integer(after) : json_null()));
+    else if (after)
+        printf("rolled back from version %lld to version %lld\n", (long long)before,
+               (long long)after);
+    else
+        printf("rolled back from version %lld to the base model\n", (long long)before);
+    el_store_close(s);
+    return 0;
+}
+
+static const char pin_help[] =
+    "usage: edgeloop pin ID | edgeloop unpin   [--state DIR] [--json]\n"
+    "\n"
+    "pin holds the active version ID: no other version can be activated and\n"
+    "retention keeps it until unpin. A failing probation still rolls it back.\n";
+
+static int pin_common(int argc, char **argv, int pin)
+{
+    el_cli_state c = {.cmd = pin ? "pin" : "unpin"};
+    const char *pos[1] = {NULL};
+    if (parse(&c, argc, argv, pos, pin ? 1 : 0, NULL, NULL) < 0)
+        return 1;
+    if (c.help) {
+        fputs(pin_help, stdout);
+        return 0;
+    }
+    int64_t id = 0;
+    int rc;
+    if (pin && (rc = need_id(&c, pos[0], &id)))
+        return rc;
+    el_store *s;
+    if ((rc = el_cli_state_open(&c, 0, &s)))
+        return rc;
+    el_error err;
+    int64_t active = 0;
+    el_store_active(s, &active, NULL);
+    if (el_store_pin(s, id, &err)) {
+        el_store_close(s);
+        return el_cli_state_fail(&c, &err);
+    }
+    if (c.json)
+        el_cli_state_print(json_pack("{s:I, s:b}", "version", (json_int_t)active,
+                                     "pinned", pin));
+    else
+        printf("version %lld %s\n", (long long)active, pin ? "pinned" : "unpinned");
+    el_store_close(s);
+    return 0;
+}
+
+int el_cmd_pin(int argc, char **argv)
+{
+    return pin_common(argc, argv, 1);
+}
+
+int el_cmd_unpin(int argc, char **argv)
+{
+    return pin_common(argc, argv, 0);
+}
+
+/* ---- feedback ------------------------------------------------------------------ */
+
+static const char feedback_help[] =
+    "usage: edgeloop feedback --accept|--reject [--version ID] [--state DIR] [--json]\n"
+    "\n"
+    "Records operator feedback on a version (default: the active one). On\n"
+    "probation the reject rate over the last [probation] window events, once\n"
+    "[probation] min_events exist, above max_reject_rate rolls the version back;\n"
+    "after [probation] events events (or hours) it becomes good.\n";
+
+typedef struct feedback_args {
+    int accept, reject;
+    const char *version;
+} feedback_args;
+
+static int feedback_flag(void *ctx, int argc, char **argv, int *i)
+{
+    feedback_args *f = ctx;
+    if (!strcmp(argv[*i], "--accept"))
+        f->accept = 1;
+    else if (!strcmp(argv[*i], "--reject"))
+        f->reject = 1;
+    else if (!strcmp(argv[*i], "--version") && *i + 1 < argc)
+        f->version = argv[++*i];
+    else
+        return 0;
+    return 1;
+}
+
+int el_cmd_feedback(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = "feedback"};
+    feedback_args f = {0};
+    const char *pos[1];
+    if (parse(&c, argc, argv, pos, 0, feedback_flag, &f) < 0)
+        return 1;
+    if (c.help) {
+        fputs(feedback_help, stdout);
+        return 0;
+    }
+    if (f.accept == f.reject)
+        return el_cli_usage(c.cmd, "give exactly one of --accept and --reject", c.json);
+    int64_t id = 0;
+    if (f.version && el_cli_state_id(f.version, &id))
+        return el_cli_usage(c.cmd, "--version needs a version ID", c.json);
+    el_store *s;
+    int rc = el_cli_state_open(&c, 0, &s);
+    if (rc)
+        return rc;
+    el_error err;
+    const char *outcome = NULL;
+    if (!id)
+        el_store_active(s, &id, NULL);
+    if (el_store_feedback(s, id, f.accept, &outcome, &err)) {
+        el_store_close(s);
+        return el_cli_state_fail(&c, &err);
+    }
+    int64_t active = 0;
+    el_store_active(s, &active, NULL);
+    if (c.json)
+        el_cli_state_print(json_pack("{s:I, s:b, s:s, s:o}", "version", (json_int_t)id,
+                                     "accept", f.accept, "state", outcome, "active",
+                                     active ? json_integer(active) : json_null()));
+    else
+        printf("feedback recorded for version %lld; it is %s\n", (long long)id, outcome);
+    el_store_close(s);
+    return 0;
+}
+
+/* ---- export ------------------------------------------------------------------- */
+
+static const char export_help[] =
+    "usage: edgeloop export ID --peft DIR [--state DIR] [--json]\n"
+    "\n"
+    "Writes version ID's adapter back as a PEFT directory (adapter_config.json,\n"
+    "adapter_model.safetensors, ...), every blob verified against its hash\n"
+    "first; a corrupted blob is reported (exit 2) and nothing is written.\n";
+
+static int export_flag(void *ctx, int argc, char **argv, int *i)
+{
+    const char **dir = ctx;
+    if (!strcmp(argv[*i], "--peft") && *i + 1 < argc) {
+        *dir = argv[++*i];
+        return 1;
+    }
+    return 0;
+}
+
+int el_cmd_export(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = "export"};
+    const char *pos[1] = {NULL}, *dir = NULL;
+    if (parse(&c, argc, argv, pos, 1, export_flag, &dir) < 0)
+        return 1;
+    if (c.help) {
+        fputs(export_help, stdout);
+        return 0;
+    }
+    int64_t id;
+    int rc = need_id(&c, pos[0], &id);
+    if (rc)
+        return rc;
+    if (!dir)
+        return el_cli_usage(c.cmd, "--peft DIR is required", c.json);
+    el_store *s;
+    if ((rc = el_cli_state_open(&c, 0, &s)))
+        return rc;
+    el_error err;
+    if (el_store_export(s, id, dir, &err)) {
+        el_store_close(s);
+        return el_cli_state_fail(&c, &err);
+    }
+    if (c.json)
+        el_cli_state_print(json_pack("{s:I, s:s}", "version", (json_int_t)id, "peft", dir));
+    else
+        printf("exported version %lld to %s\n", (long long)id, dir);
+    el_store_close(s);
+    return 0;
+}
+
+/* ---- register-adapter ------------------------------------------------------------ */
+
+static const char register_help[] =
+    "usage: edgeloop register-adapter DIR [--parent ID] [--metrics JSON]\n"
+    "                                 [--recipe JSON] [--activate] [--state DIR] [--json]\n"
+    "\n"
+    "Maintenance: imports the PEFT adapter directory DIR as a new version with\n"
+    "origin \"imported\" (an operator's import: no gate ran on it). Its files are\n"
+    "stored as blobs. --activate activates it at once (it enters probation).\n";
+
+typedef struct register_args {
+    const char *parent, *metrics, *recipe;
+    int activate;
+} register_args;
+
+static int register_flag(void *ctx, int argc, char **argv, int *i)
+{
+    register_args *r = ctx;
+    if (!strcmp(argv[*i], "--activate")) {
+        r->activate = 1;
+        return 1;
+    }
+    if (*i + 1 >= argc)
+        return 0;
+    if (!strcmp(argv[*i], "--parent"))
+        r->parent = argv[++*i];
+    else if (!strcmp(argv[*i], "--metrics"))
+        r->metrics = argv[++*i];
+    else if (!strcmp(argv[*i], "--recipe"))
+        r->recipe = argv[++*i];
+    else
+        return 0;
+    return 1;
+}
+
+int el_cmd_register_adapter(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = "register-adapter"};
+    register_args r = {0};
+    const char *pos[1] = {NULL};
+    if (parse(&c, argc, argv, pos, 1, register_flag, &r) < 0)
+        return 1;
+    if (c.help) {
+        fputs(register_help, stdout);
+        return 0;
+    }
+    if (!pos[0])
+        return el_cli_usage(c.cmd, "the adapter directory is required", c.json);
+    int64_t parent = 0;
+    if (r.parent && el_cli_state_id(r.parent, &parent))
+        return el_cli_usage(c.cmd, "--parent needs a version ID", c.json);
+    el_store *s;
+    int rc = el_cli_state_open(&c, 0, &s);
+    if (rc)
+        return rc;
+    el_error err;
+    el_store_candidate cand = {
+        .parent_id = parent, .origin = "imported", .recipe_json = r.recipe,
+        .metrics_json = r.metrics, .backend = "",
+    };
+    int64_t id;
+    if (el_store_candidate_create(s, &cand, pos[0], &id, &err) ||
+        (r.activate && el_store_activate(s, id, &err))) {
+        el_store_close(s);
+        return el_cli_state_fail(&c, &err);
+    }
+    rc = print_version_state(&c, s, id, "registered");
+    el_store_close(s);
+    return rc;
+}

@@ -1,0 +1,201 @@
+/* The device's fleet trust state in the registry (schema version 3), and
+ * the base model's recorded path.
+ *
+ * Invariants:
+ *  1. One row (id = 1) holds the pinned root bundle bytes, its version and
+ *     the last trusted time; trust_counters holds the highest accepted
+ *     counter per release kind. A device that is not enrolled has a NULL
+ *     root and version 0.
+ *  2. The trust decision itself is sync/trust.c's (a pure function); the
+ *     caller persists the new state here, inside the same transaction as
+ *     the install it belongs to (el_store_transaction_begin), so a crash
+ *     leaves the old state with the old install or the new with the new.
+ *  3. Counters and the last trusted time only move forward: a write that
+ *     would lower one is refused (EL_EPOLICY) and changes nothing.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/alloc.h"
+#include "store/internal.h"
+
+static const char *const kind_names[EL_STORE_TRUST_KINDS] = {"adapter", "base-model",
+                                                             "policy"};
+
+const char *el_store_trust_kind_name(int kind)
+{
+    return kind >= 0 && kind < EL_STORE_TRUST_KINDS ? kind_names[kind] : NULL;
+}
+
+int el_store_base_path(el_store *s, int64_t base_id, char *out, size_t n, el_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = el_store_prepare(s, "SELECT path FROM bases WHERE id = ?1", &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, base_id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW) {
+        const char *p = (const char *)sqlite3_column_text(st, 0);
+        if ((size_t)snprintf(out, n, "%s", p ? p : "") >= n)
+            rc = el_error_set(err, EL_EINPUT, "base model %lld: path too long",
+                              (long long)base_id);
+    } else if (step == SQLITE_DONE) {
+        rc = el_error_set(err, EL_ENOTFOUND, "%s: no base model %lld", s->dir,
+                          (long long)base_id);
+    } else {
+        rc = el_store_sql_fail(s, "reading a base model", err);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+void el_store_trust_finish(el_store_trust *t)
+{
+    if (!t)
+        return;
+    el_free(t->root);
+    t->root = NULL;
+    t->root_len = 0;
+}
+
+int el_store_trust_get(el_store *s, el_store_trust *t, el_error *err)
+{
+    memset(t, 0, sizeof *t);
+    sqlite3_stmt *st;
+    int rc = el_store_prepare(s, "SELECT root, root_version, last_time FROM trust "
+                                 "WHERE id = 1", &st, err);
+    if (rc)
+        return rc;
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return el_store_sql_fail(s, "reading the trust state", err);
+    }
+    const void *root = sqlite3_column_blob(st, 0);
+    int len = sqlite3_column_bytes(st, 0);
+    if (root && len > 0) {
+        if (!(t->root = el_malloc((size_t)len))) {
+            sqlite3_finalize(st);
+            return el_error_set(err, EL_ENOMEM, "out of memory reading the pinned root");
+        }
+        memcpy(t->root, root, (size_t)len);
+        t->root_len = (size_t)len;
+    }
+    t->root_version = sqlite3_column_int64(st, 1);
+    t->last_time = sqlite3_column_int64(st, 2);
+    sqlite3_finalize(st);
+    for (int k = 0; k < EL_STORE_TRUST_KINDS; k++) {
+        if ((rc = el_store_prepare(s, "SELECT counter FROM trust_counters WHERE kind = ?1",
+                                   &st, err))) {
+            el_store_trust_finish(t);
+            return rc;
+        }
+        sqlite3_bind_text(st, 1, kind_names[k], -1, SQLITE_STATIC);
+        t->counters[k] = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+        sqlite3_finalize(st);
+    }
+    return 0;
+}
+
+/* Writes T (invariant 3 checked against OLD) inside the open transaction. */
+static int trust_write(el_store *s, const el_store_trust *old, const el_store_trust *t,
+                       el_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = el_store_prepare(s, "UPDATE trust SET root = ?1, root_version = ?2, "
+                                 "last_time = ?3 WHERE id = 1", &st, err);
+    if (rc)
+        return rc;
+    if (t->root && t->root_len)
+        sqlite3_bind_blob(st, 1, t->root, (int)t->root_len, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 1);
+    sqlite3_bind_int64(st, 2, t->root_version);
+    sqlite3_bind_int64(st, 3, t->last_time);
+    int step = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (step != SQLITE_DONE)
+        return el_store_sql_fail(s, "writing the trust state", err);
+    for (int k = 0; k < EL_STORE_TRUST_KINDS; k++) {
+        if (t->counters[k] == old->counters[k])
+            continue;
+        if ((rc = el_store_prepare(s, "INSERT INTO trust_counters(kind, counter) "
+                                      "VALUES(?1, ?2) ON CONFLICT(kind) DO UPDATE "
+                                      "SET counter = excluded.counter", &st, err)))
+            return rc;
+        sqlite3_bind_text(st, 1, kind_names[k], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, t->counters[k]);
+        step = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (step != SQLITE_DONE)
+            return el_store_sql_fail(s, "writing a release counter", err);
+    }
+    return 0;
+}
+
+int el_store_trust_set(el_store *s, const el_store_trust *t, const char *event,
+                       el_error *err)
+{
+    if (t->root_len > EL_STORE_ROOT_MAX)
+        return el_error_set(err, EL_EINPUT, "pinned root of %zu bytes is over %d",
+                            t->root_len, EL_STORE_ROOT_MAX);
+    el_store_trust old;
+    int rc = el_store_begin(s, err);
+    if (rc)
+        return rc;
+    if ((rc = el_store_trust_get(s, &old, err)))
+        goto fail;
+    el_store_trust_finish(&old);
+    if (t->last_time < old.last_time || t->root_version < old.root_version) {
+        rc = el_error_set(err, EL_EPOLICY, "trust state would move back (time %lld < %lld "
+                          "or root %lld < %lld)", (long long)t->last_time,
+                          (long long)old.last_time, (long long)t->root_version,
+                          (long long)old.root_version);
+        goto fail;
+    }
+    for (int k = 0; k < EL_STORE_TRUST_KINDS; k++)
+        if (t->counters[k] < old.counters[k]) {
+            rc = el_error_set(err, EL_EPOLICY, "%s counter would move back (%lld < %lld)",
+                              kind_names[k], (long long)t->counters[k],
+                              (long long)old.counters[k]);
+            goto fail;
+        }
+    if ((rc = trust_write(s, &old, t, err)))
+        goto fail;
+    if (event) {
+        json_t *f = json_object();
+        json_object_set_new(f, "root_version", json_integer(t->root_version));
+        json_object_set_new(f, "last_time", json_integer(t->last_time));
+        for (int k = 0; k < EL_STORE_TRUST_KINDS; k++)
+            json_object_set_new(f, kind_names[k], json_integer(t->counters[k]));
+        char *text = el_store_json_take(f);
+        if (!text) {
+            rc = el_error_set(err, EL_ENOMEM, "out of memory");
+            goto fail;
+        }
+        rc = el_store_audit_append(s, event, 0, text, err);
+        free(text);
+        if (rc)
+            goto fail;
+    }
+    return el_store_commit(s, err);
+fail:
+    el_store_tx_abort(s);
+    return rc;
+}
+
+int el_store_transaction_begin(el_store *s, el_error *err)
+{
+    return el_store_begin(s, err);
+}
+
+int el_store_transaction_commit(el_store *s, el_error *err)
+{
+    return el_store_commit(s, err);
+}
+
+void el_store_transaction_abort(el_store *s)
+{
+    el_store_tx_abort(s);
+}

@@ -1,0 +1,116 @@
+#version 450
+#extension GL_GOOGLE_include_directive : require
+// Register-blocked matmul without shared memory or barriers, shaped for
+// llvmpipe. There a barrier is a coroutine switch per invocation, and every
+// storage-buffer load (shared memory too) becomes a loop over the SIMD
+// lanes with a bounds check per component, while FMAs run 8 lanes at a time.
+// So the kernel keeps a TM x TN block of C per invocation in registers and
+// reads operands as vec4 (4 components per lane iteration), for
+// TM * TN / (TM + TN) FMAs per component loaded (DESIGN.md "Compute").
+//
+// Invocation (x, y) of the grid owns rows y*TM.. and columns x*TN.. of C;
+// the host shapes the workgroup (LX x LY) so that narrow outputs (a LoRA
+// rank of 16) still fill the SIMD lanes. With VEC4 = 1 (the host checked that
+// the contiguous dimensions of both operands and the view offsets are
+// multiples of 4, and TM, TN are multiples of 4) operands are read as vec4
+// along their contiguous dimension: k for A in NT/NN and for B in NT, the
+// rows for A in TN, the columns for B in NN/TN. VEC4 = 0 reads scalars.
+// Rows and columns past M and N are clamped on load and skipped on store,
+// so any shape works.
+
+layout(constant_id = 0) const uint LX = 16;
+layout(constant_id = 1) const uint LY = 1;
+layout(constant_id = 2) const uint TM = 8;
+layout(constant_id = 3) const uint TN = 8;
+layout(constant_id = 4) const uint LAYOUT = 0;
+layout(constant_id = 5) const uint VEC4 = 0;
+layout(local_size_x_id = 0, local_size_y_id = 1) in;
+
+#include "matmul.glsl"
+
+layout(set = 0, binding = 0) readonly buffer A4 { vec4 a4[]; };
+layout(set = 0, binding = 1) readonly buffer B4 { vec4 b4[]; };
+
+const uint TN4 = TN / 4;
+const uint TM4 = TM / 4;
+
+void main()
+{
+    uint i0 = gl_GlobalInvocationID.y * TM;
+    uint j0 = gl_GlobalInvocationID.x * TN;
+    if (i0 >= pc.M || j0 >= pc.N)
+        return;
+    vec4 acc[TM][TN4 > 0 ? TN4 : 1];   // acc[r][g][c] = C(i0 + r, j0 + 4g + c)
+    for (uint r = 0; r < TM; r++)
+        for (uint g = 0; g < TN4; g++)
+            acc[r][g] = vec4(0.0);
+    uint ri[TM];
+    for (uint r = 0; r < TM; r++)
+        ri[r] = min(i0 + r, pc.M - 1);
+    uint cj[TN];
+    for (uint q = 0; q < TN; q++)
+        cj[q] = min(j0 + q, pc.N - 1);
+    uint oa = pc.off_a / 4, ob = pc.off_b / 4;
+
+    if (VEC4 != 0 && LAYOUT != 2) {
+        // A[M,K] rows as vec4 over k.
+        uint sk = pc.K / 4, sn = pc.N / 4;
+        for (uint k4 = 0; k4 < sk; k4++) {
+            vec4 av[TM];
+            for (uint r = 0; r < TM; r++)
+                av[r] = a4[oa + ri[r] * sk + k4];
+            if (LAYOUT == 0) {
+                // B[N,K] rows as vec4 over k: one dot product per element.
+                for (uint g = 0; g < TN4; g++) {
+                    vec4 b0 = b4[ob + cj[4 * g] * sk + k4];
+                    vec4 b1 = b4[ob + cj[4 * g + 1] * sk + k4];
+                    vec4 b2 = b4[ob + cj[4 * g + 2] * sk + k4];
+                    vec4 b3 = b4[ob + cj[4 * g + 3] * sk + k4];
+                    mat4 bm = mat4(b0, b1, b2, b3);   // column c = B row j0+4g+c
+                    for (uint r = 0; r < TM; r++)
+                        acc[r][g] += av[r] * bm;      // (row vector) . matrix
+                }
+            } else {
+                // B[K,N] rows as vec4 over 4 columns, for each of the 4 k.
+                for (uint g = 0; g < TN4; g++) {
+                    uint jb = ob + min(j0 + 4 * g, pc.N - 4) / 4;
+                    for (uint kk = 0; kk < 4; kk++) {
+                        vec4 bv = b4[jb + (4 * k4 + kk) * sn];
+                        for (uint r = 0; r < TM; r++)
+                            acc[r][g] = fma(vec4(av[r][kk]), bv, acc[r][g]);
+                    }
+                }
+            }
+        }
+    } else if (VEC4 != 0) {
+        // TN: A[K,M] and B[K,N], vec4 along rows and columns for each k.
+        uint sm = pc.M / 4, sn = pc.N / 4;
+        for (uint k = 0; k < pc.K; k++) {
+            vec4 bv[TN4 > 0 ? TN4 : 1];
+            for (uint g = 0; g < TN4; g++)
+                bv[g] = b4[ob + k * sn + min(j0 + 4 * g, pc.N - 4) / 4];
+            for (uint h = 0; h < TM4; h++) {
+                vec4 av = a4[oa + k * sm + min(i0 + 4 * h, pc.M - 4) / 4];
+                for (uint c = 0; c < 4; c++)
+                    for (uint g = 0; g < TN4; g++)
+                        acc[4 * h + c][g] = fma(vec4(av[c]), bv[g], acc[4 * h + c][g]);
+            }
+        }
+    } else {
+        for (uint k = 0; k < pc.K; k++) {
+            float av[TM];
+            for (uint r = 0; r < TM; r++)
+                av[r] = load_a(ri[r], k);
+            for (uint g = 0; g < TN4; g++) {
+                vec4 bv = vec4(load_b(k, cj[4 * g]), load_b(k, cj[4 * g + 1]),
+                               load_b(k, cj[4 * g + 2]), load_b(k, cj[4 * g + 3]));
+                for (uint r = 0; r < TM; r++)
+                    acc[r][g] = fma(vec4(av[r]), bv, acc[r][g]);
+            }
+        }
+    }
+    for (uint r = 0; r < TM; r++)
+        for (uint q = 0; q < TN; q++)
+            if (i0 + r < pc.M && j0 + q < pc.N)
+                store_c(i0 + r, j0 + q, acc[r][q / 4][q % 4]);
+}

@@ -1,0 +1,707 @@
+/* Embedded hub store: SQLite (WAL) for metadata, a directory of
+ * content-addressed files for blobs (store.h states the contract).
+ *
+ * Notes:
+ *  1. One SQLite connection behind a mutex. The hub's writes are small rows
+ *     and every upload already pays an fsync for its blob, so serializing the
+ *     metadata costs little and keeps the code obviously correct; a
+ *     PostgreSQL backend would pool connections instead.
+ *  2. Blobs: DIR/blobs/sha256/ab/cdef... written with el_fs_write_atomic
+ *     (tmp, fsync, rename, fsync dir) before the row that names them is
+ *     committed. Writing the same blob twice is harmless (same content).
+ *  3. Schema versions by PRAGMA user_version; migrate() brings an older file
+ *     forward in one transaction.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "base/fs.h"
+#include "base/sha256.h"
+
+#define SCHEMA_VERSION 1
+
+typedef struct sqlite_store {
+    el_hub_store base;
+    sqlite3 *db;
+    pthread_mutex_t lock;
+    char dir[4096];
+} sqlite_store;
+
+static const char schema_v1[] =
+    "CREATE TABLE devices("
+    "  id TEXT PRIMARY KEY, grp TEXT NOT NULL DEFAULT '', serial TEXT NOT NULL DEFAULT '',"
+    "  first_seen INTEGER NOT NULL, last_seen INTEGER NOT NULL,"
+    "  audit_seq INTEGER, audit_hash TEXT, status TEXT, status_at INTEGER);"
+    "CREATE TABLE bundles("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+    "  device TEXT NOT NULL, blob TEXT NOT NULL, size INTEGER NOT NULL,"
+    "  parent TEXT NOT NULL, result TEXT NOT NULL, base TEXT NOT NULL,"
+    "  encoding TEXT NOT NULL, received INTEGER NOT NULL);"
+    "CREATE INDEX bundles_device ON bundles(device, seq);"
+    "CREATE INDEX bundles_result ON bundles(result);"
+    "CREATE TABLE releases("
+    "  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,"
+    "  kind TEXT NOT NULL, counter INTEGER NOT NULL, target TEXT NOT NULL,"
+    "  blob TEXT NOT NULL, size INTEGER NOT NULL, expires INTEGER NOT NULL,"
+    "  received INTEGER NOT NULL);"
+    "CREATE TABLE roots(version INTEGER PRIMARY KEY, blob TEXT NOT NULL);"
+    "CREATE TABLE adapters(digest TEXT PRIMARY KEY, blob TEXT NOT NULL);";
+
+static int db_error(sqlite_store *st, el_error *err, const char *what)
+{
+    return el_error_set(err, EL_EIO, "hub store: %s: %s", what, sqlite3_errmsg(st->db));
+}
+
+static int exec(sqlite_store *st, const char *sql, el_error *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        int rc = el_error_set(err, EL_EIO, "hub store: %s", msg ? msg : "exec failed");
+        sqlite3_free(msg);
+        return rc;
+    }
+    return 0;
+}
+
+static int prepare(sqlite_store *st, const char *sql, sqlite3_stmt **stmt, el_error *err)
+{
+    if (sqlite3_prepare_v2(st->db, sql, -1, stmt, NULL) != SQLITE_OK)
+        return db_error(st, err, "prepare");
+    return 0;
+}
+
+static void copy_col(sqlite3_stmt *stmt, int col, char *out, size_t n)
+{
+    const unsigned char *v = sqlite3_column_text(stmt, col);
+    snprintf(out, n, "%s", v ? (const char *)v : "");
+}
+
+static json_t *col_json(sqlite3_stmt *stmt, int col)
+{
+    switch (sqlite3_column_type(stmt, col)) {
+    case SQLITE_INTEGER: return json_integer(sqlite3_column_int64(stmt, col));
+    case SQLITE_NULL: return json_null();
+    default: return json_string((const char *)sqlite3_column_text(stmt, col));
+    }
+}
+
+/* Runs STMT (bound) and collects each row as an object keyed by column name. */
+static int rows_json(sqlite_store *st, sqlite3_stmt *stmt, json_t **out, el_error *err)
+{
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        json_t *row = json_object();
+        for (int i = 0; i < sqlite3_column_count(stmt); i++)
+            json_object_set_new(row, sqlite3_column_name(stmt, i), col_json(stmt, i));
+        json_array_append_new(arr, row);
+    }
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return db_error(st, err, "query");
+    }
+    *out = arr;
+    return 0;
+}
+
+static int blob_path(sqlite_store *st, const char *sha, char *out, size_t n, el_error *err)
+{
+    if (strlen(sha) != EL_SHA256_HEX_LEN || strspn(sha, "0123456789abcdef") != EL_SHA256_HEX_LEN)
+        return el_error_set(err, EL_EINPUT, "blob id must be 64 lowercase hex characters");
+    if (snprintf(out, n, "%s/blobs/sha256/%.2s/%s", st->dir, sha, sha + 2) >= (int)n)
+        return el_error_set(err, EL_EINPUT, "hub data directory path too long");
+    return 0;
+}
+
+static void st_destroy(el_hub_store *s)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    if (!st)
+        return;
+    sqlite3_close(st->db);
+    pthread_mutex_destroy(&st->lock);
+    el_free(st);
+}
+
+static int st_blob_put(el_hub_store *s, const void *data, size_t len, char *sha,
+                       el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    char path[4200], dir[4200];
+    el_sha256_hex(data, len, sha);
+    int rc = blob_path(st, sha, path, sizeof path, err);
+    if (rc)
+        return rc;
+    struct stat sb;
+    if (stat(path, &sb) == 0 && (uint64_t)sb.st_size == len)
+        return 0;   /* content-addressed: already durable */
+    snprintf(dir, sizeof dir, "%s/blobs/sha256/%.2s", st->dir, sha);
+    if ((rc = el_fs_mkdirs(dir, 0755, err)) != 0)
+        return rc;
+    return el_fs_write_atomic(path, data, len, 0644, err);
+}
+
+static int st_blob_size(el_hub_store *s, const char *sha, uint64_t *size, el_error *err)
+{
+    char path[4200];
+    int rc = blob_path((sqlite_store *)s, sha, path, sizeof path, err);
+    if (rc)
+        return rc;
+    struct stat sb;
+    if (stat(path, &sb) < 0)
+        return el_error_set(err, errno == ENOENT ? EL_ENOTFOUND : EL_EIO, "blob %s: %s", sha,
+                            strerror(errno));
+    *size = (uint64_t)sb.st_size;
+    return 0;
+}
+
+static int st_blob_read(el_hub_store *s, const char *sha, uint64_t off, size_t len,
+                        uint8_t *out, el_error *err)
+{
+    char path[4200];
+    int rc = blob_path((sqlite_store *)s, sha, path, sizeof path, err);
+    if (rc)
+        return rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return el_error_set(err, errno == ENOENT ? EL_ENOTFOUND : EL_EIO, "blob %s: %s", sha,
+                            strerror(errno));
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, out + done, len - done, (off_t)(off + done));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(fd);
+            return el_error_set(err, EL_EIO, "blob %s: short read", sha);
+        }
+        done += (size_t)n;
+    }
+    close(fd);
+    return 0;
+}
+
+static int st_bundle_put(el_hub_store *s, el_hub_bundle_rec *rec, int *created,
+                         el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st,
+                      "INSERT INTO bundles(id, device, blob, size, parent, result, base,"
+                      " encoding, received) VALUES(?,?,?,?,?,?,?,?,?)"
+                      " ON CONFLICT(id) DO NOTHING",
+                      &stmt, err)) != 0)
+        goto out;
+    sqlite3_bind_text(stmt, 1, rec->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, rec->device, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 3, rec->blob, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 4, (sqlite3_int64)rec->size);
+    sqlite3_bind_text(stmt, 5, rec->parent, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 6, rec->result, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 7, rec->base, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 8, rec->encoding, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 9, rec->received);
+    if (sqlite3_step(stmt) != SQLITE_DONE) {
+        rc = db_error(st, err, "insert bundle");
+        goto out;
+    }
+    *created = sqlite3_changes(st->db) > 0;
+    rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_bundle_get(el_hub_store *s, const char *id, el_hub_bundle_rec *rec,
+                         el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st,
+                      "SELECT id, device, blob, size, parent, result, base, encoding,"
+                      " received, seq FROM bundles WHERE id = ?",
+                      &stmt, err)) != 0)
+        goto out;
+    sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
+    int step = sqlite3_step(stmt);
+    if (step == SQLITE_ROW) {
+        memset(rec, 0, sizeof *rec);
+        copy_col(stmt, 0, rec->id, sizeof rec->id);
+        copy_col(stmt, 1, rec->device, sizeof rec->device);
+        copy_col(stmt, 2, rec->blob, sizeof rec->blob);
+        rec->size = (uint64_t)sqlite3_column_int64(stmt, 3);
+        copy_col(stmt, 4, rec->parent, sizeof rec->parent);
+        copy_col(stmt, 5, rec->result, sizeof rec->result);
+        copy_col(stmt, 6, rec->base, sizeof rec->base);
+        copy_col(stmt, 7, rec->encoding, sizeof rec->encoding);
+        rec->received = sqlite3_column_int64(stmt, 8);
+        rec->seq = sqlite3_column_int64(stmt, 9);
+    } else if (step == SQLITE_DONE) {
+        rc = el_error_set(err, EL_ENOTFOUND, "no bundle %s", id);
+    } else {
+        rc = db_error(st, err, "select bundle");
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_adapter_put(el_hub_store *s, const char *digest, const char *blob,
+                          el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st, "INSERT INTO adapters(digest, blob) VALUES(?,?)"
+                          " ON CONFLICT(digest) DO NOTHING",
+                      &stmt, err)) == 0) {
+        sqlite3_bind_text(stmt, 1, digest, -1, SQLITE_STATIC);
+        sqlite3_bind_text(stmt, 2, blob, -1, SQLITE_STATIC);
+        if (sqlite3_step(stmt) != SQLITE_DONE)
+            rc = db_error(st, err, "insert adapter");
+    }
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_adapter_get(el_hub_store *s, const char *digest, char *blob, el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st, "SELECT blob FROM adapters WHERE digest = ?", &stmt, err)) == 0) {
+        sqlite3_bind_text(stmt, 1, digest, -1, SQLITE_STATIC);
+        int step = sqlite3_step(stmt);
+        if (step == SQLITE_ROW)
+            copy_col(stmt, 0, blob, EL_HUB_ID_MAX);
+        else if (step == SQLITE_DONE)
+            rc = el_error_set(err, EL_ENOTFOUND, "no adapter %s", digest);
+        else
+            rc = db_error(st, err, "select adapter");
+    }
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_blob_allowed(el_hub_store *s, const char *sha, const char *device,
+                           const char *group, int *ok, el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st,
+                      "SELECT 1 FROM roots WHERE blob = ?1"
+                      " UNION ALL SELECT 1 FROM releases WHERE blob = ?1 AND"
+                      "  (target = '*' OR target = ?2 OR (?3 <> '' AND target = ?3))"
+                      " UNION ALL SELECT 1 FROM bundles WHERE blob = ?1 AND device = ?2"
+                      " LIMIT 1",
+                      &stmt, err)) == 0) {
+        sqlite3_bind_text(stmt, 1, sha, -1, SQLITE_STATIC);
+        sqlite3_bind_text(stmt, 2, device, -1, SQLITE_STATIC);
+        sqlite3_bind_text(stmt, 3, group ? group : "", -1, SQLITE_STATIC);
+        int step = sqlite3_step(stmt);
+        if (step != SQLITE_ROW && step != SQLITE_DONE)
+            rc = db_error(st, err, "select blob owner");
+        *ok = step == SQLITE_ROW;
+    }
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_device_seen(el_hub_store *s, const char *device, const char *group,
+                          const char *serial, int64_t now, el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st,
+                      "INSERT INTO devices(id, grp, serial, first_seen, last_seen)"
+                      " VALUES(?1,?2,?3,?4,?4) ON CONFLICT(id) DO UPDATE SET"
+                      " grp = ?2, serial = ?3, last_seen = ?4",
+                      &stmt, err)) != 0)
+        goto out;
+    sqlite3_bind_text(stmt, 1, device, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, group, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 3, serial, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 4, now);
+    if (sqlite3_step(stmt) != SQLITE_DONE)
+        rc = db_error(st, err, "device seen");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_status_put(el_hub_store *s, const char *device, int64_t audit_seq,
+                         const char *audit_hash, const char *status_json, int64_t now,
+                         el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
+        goto out;
+    if ((rc = prepare(st, "SELECT audit_seq, audit_hash FROM devices WHERE id = ?", &stmt,
+                      err)) != 0)
+        goto rollback;
+    sqlite3_bind_text(stmt, 1, device, -1, SQLITE_STATIC);
+    int step = sqlite3_step(stmt);
+    if (step == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL) {
+        int64_t held = sqlite3_column_int64(stmt, 0);
+        const char *held_hash = (const char *)sqlite3_column_text(stmt, 1);
+        if (audit_seq < held) {
+            rc = el_error_set_tag(err, EL_EPOLICY, "rollback",
+                                  "audit head seq %lld goes back from %lld",
+                                  (long long)audit_seq, (long long)held);
+            goto rollback;
+        }
+        if (audit_seq == held && (!held_hash || strcmp(held_hash, audit_hash))) {
+            rc = el_error_set_tag(err, EL_EPOLICY, "fork",
+                                  "audit head seq %lld has a different hash than held",
+                                  (long long)audit_seq);
+            goto rollback;
+        }
+    } else if (step != SQLITE_ROW && step != SQLITE_DONE) {
+        rc = db_error(st, err, "select audit head");
+        goto rollback;
+    }
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    if ((rc = prepare(st,
+                      "INSERT INTO devices(id, first_seen, last_seen, audit_seq, audit_hash,"
+                      " status, status_at) VALUES(?1,?5,?5,?2,?3,?4,?5)"
+                      " ON CONFLICT(id) DO UPDATE SET audit_seq = ?2, audit_hash = ?3,"
+                      " status = ?4, status_at = ?5, last_seen = ?5",
+                      &stmt, err)) != 0)
+        goto rollback;
+    sqlite3_bind_text(stmt, 1, device, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 2, audit_seq);
+    sqlite3_bind_text(stmt, 3, audit_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 4, status_json, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 5, now);
+    if (sqlite3_step(stmt) != SQLITE_DONE) {
+        rc = db_error(st, err, "store status");
+        goto rollback;
+    }
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    rc = exec(st, "COMMIT", err);
+    if (!rc)
+        goto out;
+rollback:
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    exec(st, "ROLLBACK", NULL);
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_release_put(el_hub_store *s, el_hub_release_rec *rec, int *created,
+                          el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st,
+                      "INSERT INTO releases(id, kind, counter, target, blob, size, expires,"
+                      " received) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                      &stmt, err)) != 0)
+        goto out;
+    sqlite3_bind_text(stmt, 1, rec->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 2, rec->kind, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 3, rec->counter);
+    sqlite3_bind_text(stmt, 4, rec->target, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 5, rec->blob, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(stmt, 6, (sqlite3_int64)rec->size);
+    sqlite3_bind_int64(stmt, 7, rec->expires);
+    sqlite3_bind_int64(stmt, 8, rec->received);
+    if (sqlite3_step(stmt) != SQLITE_DONE) {
+        rc = db_error(st, err, "insert release");
+        goto out;
+    }
+    *created = sqlite3_changes(st->db) > 0;
+    rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_releases_since(el_hub_store *s, const char *device, const char *group,
+                             int64_t since, int limit, json_t **out, el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    json_t *rows = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st,
+                      "SELECT seq, id, kind, counter, target, blob, size, expires FROM releases"
+                      " WHERE seq > ?1 AND (target = '*' OR target = ?2 OR"
+                      " (?3 <> '' AND target = ?3)) ORDER BY seq LIMIT ?4",
+                      &stmt, err)) != 0)
+        goto out;
+    sqlite3_bind_int64(stmt, 1, since);
+    sqlite3_bind_text(stmt, 2, device, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 3, group ? group : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int(stmt, 4, limit);
+    if ((rc = rows_json(st, stmt, &rows, err)) != 0)
+        goto out;
+    int64_t next = since;
+    size_t n = json_array_size(rows);
+    if (n)
+        next = json_integer_value(json_object_get(json_array_get(rows, n - 1), "seq"));
+    *out = json_pack("{s:o, s:I}", "releases", rows, "next", (json_int_t)next);
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_root_put(el_hub_store *s, int64_t version, const char *blob, el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st, "INSERT INTO roots(version, blob) VALUES(?,?)"
+                          " ON CONFLICT(version) DO NOTHING",
+                      &stmt, err)) != 0)
+        goto out;
+    sqlite3_bind_int64(stmt, 1, version);
+    sqlite3_bind_text(stmt, 2, blob, -1, SQLITE_STATIC);
+    if (sqlite3_step(stmt) != SQLITE_DONE)
+        rc = db_error(st, err, "insert root");
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_root_get(el_hub_store *s, int64_t *version, char *blob, el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st,
+                      *version ? "SELECT version, blob FROM roots WHERE version = ?"
+                               : "SELECT version, blob FROM roots ORDER BY version DESC LIMIT 1",
+                      &stmt, err)) != 0)
+        goto out;
+    if (*version)
+        sqlite3_bind_int64(stmt, 1, *version);
+    int step = sqlite3_step(stmt);
+    if (step == SQLITE_ROW) {
+        *version = sqlite3_column_int64(stmt, 0);
+        copy_col(stmt, 1, blob, EL_HUB_ID_MAX);
+    } else if (step == SQLITE_DONE) {
+        rc = el_error_set(err, EL_ENOTFOUND, "no root version %lld", (long long)*version);
+    } else {
+        rc = db_error(st, err, "select root");
+    }
+out:
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int query_rows(el_hub_store *s, const char *sql, const char *arg, json_t **out,
+                      el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    sqlite3_stmt *stmt = NULL;
+    int rc;
+    pthread_mutex_lock(&st->lock);
+    if ((rc = prepare(st, sql, &stmt, err)) == 0) {
+        if (arg)
+            sqlite3_bind_text(stmt, 1, arg, -1, SQLITE_STATIC);
+        rc = rows_json(st, stmt, out, err);
+    }
+    sqlite3_finalize(stmt);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_devices(el_hub_store *s, json_t **out, el_error *err)
+{
+    return query_rows(s,
+                      "SELECT id, grp AS \"group\", serial, first_seen, last_seen, audit_seq,"
+                      " status_at FROM devices ORDER BY id",
+                      NULL, out, err);
+}
+
+static int st_device_get(el_hub_store *s, const char *device, json_t **out, el_error *err)
+{
+    json_t *rows = NULL;
+    int rc = query_rows(s,
+                        "SELECT id, grp AS \"group\", serial, first_seen, last_seen, audit_seq,"
+                        " audit_hash, status, status_at FROM devices WHERE id = ?",
+                        device, &rows, err);
+    if (rc)
+        return rc;
+    if (json_array_size(rows) == 0) {
+        json_decref(rows);
+        return el_error_set(err, EL_ENOTFOUND, "no device %s", device);
+    }
+    json_t *row = json_incref(json_array_get(rows, 0));
+    json_decref(rows);
+    /* the stored status is JSON text: show it as an object */
+    const char *text = json_string_value(json_object_get(row, "status"));
+    if (text) {
+        json_t *status = json_loads(text, 0, NULL);
+        if (status)
+            json_object_set_new(row, "status", status);
+    }
+    *out = row;
+    return 0;
+}
+
+static int st_versions(el_hub_store *s, const char *device, json_t **out, el_error *err)
+{
+    return query_rows(s,
+                      device ? "SELECT seq, id, device, blob, size, parent, result, base,"
+                               " encoding, received FROM bundles WHERE device = ? ORDER BY seq"
+                             : "SELECT seq, id, device, blob, size, parent, result, base,"
+                               " encoding, received FROM bundles ORDER BY seq",
+                      device, out, err);
+}
+
+static int count(sqlite_store *st, const char *sql, int64_t *out, el_error *err)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = prepare(st, sql, &stmt, err);
+    if (!rc) {
+        if (sqlite3_step(stmt) == SQLITE_ROW)
+            *out = sqlite3_column_int64(stmt, 0);
+        else
+            rc = db_error(st, err, "count");
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+static int st_counts(el_hub_store *s, int64_t *devices, int64_t *bundles, el_error *err)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    pthread_mutex_lock(&st->lock);
+    int rc = count(st, "SELECT count(*) FROM devices", devices, err);
+    if (!rc)
+        rc = count(st, "SELECT count(*) FROM bundles", bundles, err);
+    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static const el_hub_store_ops sqlite_ops = {
+    .destroy = st_destroy,
+    .blob_put = st_blob_put,
+    .blob_size = st_blob_size,
+    .blob_read = st_blob_read,
+    .bundle_put = st_bundle_put,
+    .bundle_get = st_bundle_get,
+    .adapter_put = st_adapter_put,
+    .adapter_get = st_adapter_get,
+    .blob_allowed = st_blob_allowed,
+    .device_seen = st_device_seen,
+    .status_put = st_status_put,
+    .release_put = st_release_put,
+    .releases_since = st_releases_since,
+    .root_put = st_root_put,
+    .root_get = st_root_get,
+    .devices = st_devices,
+    .device_get = st_device_get,
+    .versions = st_versions,
+    .counts = st_counts,
+};
+
+static int migrate(sqlite_store *st, el_error *err)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = prepare(st, "PRAGMA user_version", &stmt, err);
+    if (rc)
+        return rc;
+    int version = sqlite3_step(stmt) == SQLITE_ROW ? sqlite3_column_int(stmt, 0) : -1;
+    sqlite3_finalize(stmt);
+    if (version < 0)
+        return db_error(st, err, "read user_version");
+    if (version > SCHEMA_VERSION)
+        return el_error_set(err, EL_EINPUT, "%s/hub.db has schema %d, newer than this hub (%d)",
+                            st->dir, version, SCHEMA_VERSION);
+    if (version == SCHEMA_VERSION)
+        return 0;
+    if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
+        return rc;
+    if (version < 1 && (rc = exec(st, schema_v1, err)) != 0)
+        goto fail;
+    if ((rc = exec(st, "PRAGMA user_version = 1", err)) != 0)
+        goto fail;
+    return exec(st, "COMMIT", err);
+fail:
+    exec(st, "ROLLBACK", NULL);
+    return rc;
+}
+
+int el_hub_store_sqlite_open(const char *dir, el_hub_store **out, el_error *err)
+{
+    char path[4200];
+    *out = NULL;
+    sqlite_store *st = el_calloc(1, sizeof *st);
+    if (!st)
+        return el_error_set(err, EL_ENOMEM, "out of memory for the hub store");
+    st->base.ops = &sqlite_ops;
+    pthread_mutex_init(&st->lock, NULL);
+    int rc;
+    if (snprintf(st->dir, sizeof st->dir, "%s", dir) >= (int)sizeof st->dir) {
+        rc = el_error_set(err, EL_EINPUT, "hub data directory path too long");
+        goto fail;
+    }
+    snprintf(path, sizeof path, "%s/blobs/sha256", dir);
+    if ((rc = el_fs_mkdirs(path, 0755, err)) != 0)
+        goto fail;
+    snprintf(path, sizeof path, "%s/hub.db", dir);
+    if (sqlite3_open_v2(path, &st->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                        NULL) != SQLITE_OK) {
+        rc = el_error_set(err, EL_EIO, "%s: %s", path,
+                          st->db ? sqlite3_errmsg(st->db) : "cannot open");
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, 5000);
+    if ((rc = exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                       " PRAGMA foreign_keys=ON;",
+                   err)) != 0)
+        goto fail;
+    if ((rc = migrate(st, err)) != 0)
+        goto fail;
+    *out = &st->base;
+    return 0;
+fail:
+    st_destroy(&st->base);
+    return rc;
+}

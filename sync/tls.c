@@ -1,0 +1,736 @@
+/* Mutual TLS over mbedTLS 2.28 (see tls.h for the contract).
+ *
+ * Design notes:
+ *  1. Protocol: min = max = TLS 1.2 (SSL 3.3). Debian's 2.28 still compiles
+ *     in TLS 1.0/1.1, so the version is pinned in the config, not assumed.
+ *  2. Suites: ECDHE-ECDSA with AES-128/256-GCM only; certificates are P-256.
+ *  3. Time: mbedTLS judges validity by the wall clock, which a device that
+ *     boots at 1970 or an attacker who sets the clock back can get wrong. The
+ *     verify callback clears mbedTLS's EXPIRED/FUTURE verdicts and recomputes
+ *     them against max(clock, trusted floor). The same check, plus the
+ *     revocation list and the role, runs again after every handshake
+ *     (check_peer), because a resumed session skips certificate verification
+ *     and the list may have grown since the session was made.
+ *  4. I/O: our own socket callbacks poll() before each read/write with the
+ *     smaller of the per-operation timeout and the connection deadline, so a
+ *     peer that trickles bytes (slowloris) cannot hold a worker longer than
+ *     the deadline its caller set.
+ *  5. Resumption: the server issues tickets (AES-256-GCM keys rotated by
+ *     mbedTLS) and also keeps a session-id cache; a client context keeps the
+ *     last session it made and offers it. A handshake is "resumed" when it
+ *     completed without running certificate verification.
+ *  6. Threads: mbedTLS is built with MBEDTLS_THREADING_PTHREAD, so the DRBG,
+ *     ticket keys and cache lock themselves; our revocation list, time floor
+ *     and remembered session are guarded by ctx->lock.
+ */
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/ssl_cache.h>
+#include <mbedtls/ssl_ticket.h>
+#include <mbedtls/x509_crt.h>
+
+#include "base/alloc.h"
+#include "base/sha256.h"
+
+struct el_tls_ctx {
+    int is_server;
+    int resume;
+    int hs_timeout_ms;
+    int io_timeout_ms;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_x509_crt ca;
+    mbedtls_x509_crt own;
+    mbedtls_pk_context key;
+    mbedtls_ssl_config conf;
+    mbedtls_ssl_ticket_context ticket;
+    mbedtls_ssl_cache_context cache;
+
+    pthread_mutex_t lock;      /* guards the fields below */
+    char **revoked;            /* normalized serials */
+    size_t n_revoked;
+    int64_t trusted_time;
+    mbedtls_ssl_session session;
+    int have_session;
+};
+
+struct el_tls_conn {
+    el_tls_ctx *ctx;
+    int fd;
+    int verified;              /* verify callback ran: a full handshake */
+    int64_t deadline;          /* monotonic ms, 0 = none */
+    mbedtls_ssl_context ssl;
+    el_tls_peer peer;
+};
+
+static const int suites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    0,
+};
+
+const char *el_tls_role_name(el_tls_role role)
+{
+    switch (role) {
+    case EL_TLS_ROLE_DEVICE: return "device";
+    case EL_TLS_ROLE_HUB: return "hub";
+    case EL_TLS_ROLE_ADMIN: return "admin";
+    default: return "none";
+    }
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *tls_strerror(int rc, char *buf, size_t n)
+{
+    mbedtls_strerror(rc, buf, n);
+    return buf;
+}
+
+/* Serial as lowercase hex without leading zeros, so "00ab" and "ab" match. */
+static void normalize_serial(const char *in, char *out, size_t n)
+{
+    while (*in == '0' && in[1])
+        in++;
+    size_t i = 0;
+    for (; in[i] && i + 1 < n; i++)
+        out[i] = (char)((in[i] >= 'A' && in[i] <= 'F') ? in[i] + 32 : in[i]);
+    out[i] = '\0';
+}
+
+static void serial_hex(const mbedtls_x509_crt *crt, char *out, size_t n)
+{
+    char raw[2 * 32 + 1];
+    size_t len = crt->serial.len > 32 ? 32 : crt->serial.len;
+    el_hex(crt->serial.p, len, raw);
+    normalize_serial(raw, out, n);
+}
+
+static int64_t x509_epoch(const mbedtls_x509_time *t)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof tm);
+    tm.tm_year = t->year - 1900;
+    tm.tm_mon = t->mon - 1;
+    tm.tm_mday = t->day;
+    tm.tm_hour = t->hour;
+    tm.tm_min = t->min;
+    tm.tm_sec = t->sec;
+    return (int64_t)timegm(&tm);
+}
+
+static int64_t trusted_now(el_tls_ctx *ctx)
+{
+    int64_t now = (int64_t)time(NULL);
+    pthread_mutex_lock(&ctx->lock);
+    if (ctx->trusted_time > now)
+        now = ctx->trusted_time;
+    pthread_mutex_unlock(&ctx->lock);
+    return now;
+}
+
+static int is_revoked(el_tls_ctx *ctx, const char *serial)
+{
+    int hit = 0;
+    pthread_mutex_lock(&ctx->lock);
+    for (size_t i = 0; i < ctx->n_revoked && !hit; i++)
+        hit = !strcmp(ctx->revoked[i], serial);
+    pthread_mutex_unlock(&ctx->lock);
+    return hit;
+}
+
+/* Flags for CRT's validity at the trusted time (design note 3). */
+static uint32_t time_flags(el_tls_ctx *ctx, const mbedtls_x509_crt *crt)
+{
+    int64_t now = trusted_now(ctx);
+    uint32_t flags = 0;
+    if (x509_epoch(&crt->valid_to) < now)
+        flags |= MBEDTLS_X509_BADCERT_EXPIRED;
+    if (x509_epoch(&crt->valid_from) > now)
+        flags |= MBEDTLS_X509_BADCERT_FUTURE;
+    return flags;
+}
+
+static int verify_cb(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    el_tls_conn *conn = p;
+    conn->verified = 1;
+    *flags &= ~(uint32_t)(MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE);
+    *flags |= time_flags(conn->ctx, crt);
+    if (depth == 0) {
+        char serial[EL_TLS_SERIAL_MAX];
+        serial_hex(crt, serial, sizeof serial);
+        if (is_revoked(conn->ctx, serial))
+            *flags |= MBEDTLS_X509_BADCERT_REVOKED;
+    }
+    return 0;
+}
+
+/* Copies the first attribute OID of NAME into OUT ("" when absent). */
+static void name_attr(const mbedtls_x509_name *name, const char *oid,
+                      size_t oid_len, char *out, size_t n)
+{
+    out[0] = '\0';
+    for (; name; name = name->next) {
+        if (name->oid.len == oid_len && !memcmp(name->oid.p, oid, oid_len)) {
+            size_t len = name->val.len < n - 1 ? name->val.len : n - 1;
+            memcpy(out, name->val.p, len);
+            out[len] = '\0';
+            return;
+        }
+    }
+}
+
+/* Fills conn->peer from the peer certificate and applies the checks that a
+ * resumed session would otherwise skip (design note 3). */
+static int check_peer(el_tls_conn *conn, el_error *err)
+{
+    const mbedtls_x509_crt *crt = mbedtls_ssl_get_peer_cert(&conn->ssl);
+    el_tls_peer *peer = &conn->peer;
+    if (!crt)
+        return el_error_set_tag(err, EL_ETRUST, "no_certificate",
+                                "TLS peer sent no certificate");
+    name_attr(&crt->subject, MBEDTLS_OID_AT_CN, MBEDTLS_OID_SIZE(MBEDTLS_OID_AT_CN),
+              peer->cn, sizeof peer->cn);
+    name_attr(&crt->subject, MBEDTLS_OID_AT_ORG_UNIT,
+              MBEDTLS_OID_SIZE(MBEDTLS_OID_AT_ORG_UNIT), peer->ou, sizeof peer->ou);
+    name_attr(&crt->subject, MBEDTLS_OID_AT_ORGANIZATION,
+              MBEDTLS_OID_SIZE(MBEDTLS_OID_AT_ORGANIZATION), peer->group,
+              sizeof peer->group);
+    serial_hex(crt, peer->serial, sizeof peer->serial);
+    el_sha256_hex(crt->pk_raw.p, crt->pk_raw.len, peer->key_id);
+    peer->der = crt->raw.p;
+    peer->der_len = crt->raw.len;
+    if (!strcmp(peer->ou, "device"))
+        peer->role = EL_TLS_ROLE_DEVICE;
+    else if (!strcmp(peer->ou, "hub"))
+        peer->role = EL_TLS_ROLE_HUB;
+    else if (!strcmp(peer->ou, "admin"))
+        peer->role = EL_TLS_ROLE_ADMIN;
+    else
+        peer->role = EL_TLS_ROLE_NONE;
+
+    if (is_revoked(conn->ctx, peer->serial))
+        return el_error_set_tag(err, EL_ETRUST, "revoked",
+                                "TLS peer certificate %s (serial %s) is revoked",
+                                peer->cn, peer->serial);
+    if (time_flags(conn->ctx, crt))
+        return el_error_set_tag(err, EL_ETRUST, "expired",
+                                "TLS peer certificate %s is not valid at the trusted time",
+                                peer->cn);
+    int ok_role = conn->ctx->is_server
+                      ? (peer->role == EL_TLS_ROLE_DEVICE || peer->role == EL_TLS_ROLE_ADMIN)
+                      : peer->role == EL_TLS_ROLE_HUB;
+    if (!ok_role || !peer->cn[0])
+        return el_error_set_tag(err, EL_ETRUST, "bad_role",
+                                "TLS peer certificate %s has role \"%s\", not allowed here",
+                                peer->cn, peer->ou);
+    return 0;
+}
+
+/* Waits for EVENTS on the socket within the I/O timeout and the deadline.
+ * Returns 1 ready, 0 timed out, -1 on a poll error. */
+static int wait_fd(el_tls_conn *conn, short events)
+{
+    for (;;) {
+        int64_t timeout = conn->ctx->io_timeout_ms;
+        if (conn->deadline) {
+            int64_t left = conn->deadline - now_ms();
+            if (left <= 0)
+                return 0;
+            if (left < timeout)
+                timeout = left;
+        }
+        struct pollfd pfd = {.fd = conn->fd, .events = events};
+        int rc = poll(&pfd, 1, (int)timeout);
+        if (rc > 0)
+            return 1;
+        if (rc == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+static int bio_send(void *p, const unsigned char *buf, size_t len)
+{
+    el_tls_conn *conn = p;
+    for (;;) {
+        int w = wait_fd(conn, POLLOUT);
+        if (w == 0)
+            return MBEDTLS_ERR_SSL_TIMEOUT;
+        if (w < 0)
+            return MBEDTLS_ERR_NET_SEND_FAILED;
+        ssize_t n = send(conn->fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0)
+            return (int)n;
+        if (errno == EINTR || errno == EAGAIN)
+            continue;
+        return (errno == EPIPE || errno == ECONNRESET) ? MBEDTLS_ERR_NET_CONN_RESET
+                                                        : MBEDTLS_ERR_NET_SEND_FAILED;
+    }
+}
+
+static int bio_recv(void *p, unsigned char *buf, size_t len)
+{
+    el_tls_conn *conn = p;
+    for (;;) {
+        int w = wait_fd(conn, POLLIN);
+        if (w == 0)
+            return MBEDTLS_ERR_SSL_TIMEOUT;
+        if (w < 0)
+            return MBEDTLS_ERR_NET_RECV_FAILED;
+        ssize_t n = recv(conn->fd, buf, len, 0);
+        if (n >= 0)
+            return (int)n;
+        if (errno == EINTR || errno == EAGAIN)
+            continue;
+        return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
+                                   : MBEDTLS_ERR_NET_RECV_FAILED;
+    }
+}
+
+int el_tls_ctx_create(const el_tls_opts *opts, el_tls_ctx **out, el_error *err)
+{
+    static const char pers[] = "edgeloop-tls";
+    char ebuf[128];
+    int rc;
+    *out = NULL;
+    el_tls_ctx *ctx = el_calloc(1, sizeof *ctx);
+    if (!ctx)
+        return el_error_set(err, EL_ENOMEM, "out of memory for a TLS context");
+    ctx->is_server = opts->is_server;
+    ctx->resume = opts->resume;
+    ctx->hs_timeout_ms = opts->handshake_timeout_ms > 0 ? opts->handshake_timeout_ms : 10000;
+    ctx->io_timeout_ms = opts->io_timeout_ms > 0 ? opts->io_timeout_ms : 10000;
+    ctx->trusted_time = opts->trusted_time;
+    pthread_mutex_init(&ctx->lock, NULL);
+    mbedtls_entropy_init(&ctx->entropy);
+    mbedtls_ctr_drbg_init(&ctx->drbg);
+    mbedtls_x509_crt_init(&ctx->ca);
+    mbedtls_x509_crt_init(&ctx->own);
+    mbedtls_pk_init(&ctx->key);
+    mbedtls_ssl_config_init(&ctx->conf);
+    mbedtls_ssl_ticket_init(&ctx->ticket);
+    mbedtls_ssl_cache_init(&ctx->cache);
+    mbedtls_ssl_session_init(&ctx->session);
+
+    rc = mbedtls_ctr_drbg_seed(&ctx->drbg, mbedtls_entropy_func, &ctx->entropy,
+                               (const unsigned char *)pers, sizeof pers - 1);
+    if (rc) {
+        rc = el_error_set(err, EL_EINTERNAL, "TLS random generator: %s",
+                          tls_strerror(rc, ebuf, sizeof ebuf));
+        goto fail;
+    }
+    if ((rc = mbedtls_x509_crt_parse_file(&ctx->ca, opts->ca_path)) != 0) {
+        rc = el_error_set(err, EL_EINPUT, "%s: cannot read CA certificate: %s",
+                          opts->ca_path, tls_strerror(rc, ebuf, sizeof ebuf));
+        goto fail;
+    }
+    if ((rc = mbedtls_x509_crt_parse_file(&ctx->own, opts->cert_path)) != 0) {
+        rc = el_error_set(err, EL_EINPUT, "%s: cannot read certificate: %s",
+                          opts->cert_path, tls_strerror(rc, ebuf, sizeof ebuf));
+        goto fail;
+    }
+    if ((rc = mbedtls_pk_parse_keyfile(&ctx->key, opts->key_path, NULL)) != 0) {
+        rc = el_error_set(err, EL_EINPUT, "%s: cannot read private key: %s",
+                          opts->key_path, tls_strerror(rc, ebuf, sizeof ebuf));
+        goto fail;
+    }
+    if (mbedtls_pk_get_type(&ctx->key) != MBEDTLS_PK_ECKEY) {
+        rc = el_error_set(err, EL_EINPUT, "%s: not an EC (P-256) key", opts->key_path);
+        goto fail;
+    }
+    rc = mbedtls_ssl_config_defaults(&ctx->conf,
+                                     opts->is_server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
+                                     MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);
+    if (rc) {
+        rc = el_error_set(err, EL_EINTERNAL, "TLS config: %s", tls_strerror(rc, ebuf, sizeof ebuf));
+        goto fail;
+    }
+    mbedtls_ssl_conf_min_version(&ctx->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_max_version(&ctx->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3);
+    mbedtls_ssl_conf_ciphersuites(&ctx->conf, suites);
+    mbedtls_ssl_conf_rng(&ctx->conf, mbedtls_ctr_drbg_random, &ctx->drbg);
+    mbedtls_ssl_conf_authmode(&ctx->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&ctx->conf, &ctx->ca, NULL);
+    mbedtls_ssl_conf_renegotiation(&ctx->conf, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+    if ((rc = mbedtls_ssl_conf_own_cert(&ctx->conf, &ctx->own, &ctx->key)) != 0) {
+        rc = el_error_set(err, EL_EINPUT, "%s: certificate does not fit key %s: %s",
+                          opts->cert_path, opts->key_path, tls_strerror(rc, ebuf, sizeof ebuf));
+        goto fail;
+    }
+    if (opts->is_server) {
+        if (opts->resume) {
+            rc = mbedtls_ssl_ticket_setup(&ctx->ticket, mbedtls_ctr_drbg_random, &ctx->drbg,
+                                          MBEDTLS_CIPHER_AES_256_GCM, 86400);
+            if (rc) {
+                rc = el_error_set(err, EL_EINTERNAL, "TLS session tickets: %s",
+                                  tls_strerror(rc, ebuf, sizeof ebuf));
+                goto fail;
+            }
+            mbedtls_ssl_conf_session_tickets_cb(&ctx->conf, mbedtls_ssl_ticket_write,
+                                                mbedtls_ssl_ticket_parse, &ctx->ticket);
+            mbedtls_ssl_conf_session_cache(&ctx->conf, &ctx->cache, mbedtls_ssl_cache_get,
+                                           mbedtls_ssl_cache_set);
+        }
+    } else {
+        mbedtls_ssl_conf_session_tickets(&ctx->conf, opts->resume
+                                                         ? MBEDTLS_SSL_SESSION_TICKETS_ENABLED
+                                                         : MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
+    }
+    if ((rc = el_tls_ctx_set_revoked(ctx, opts->revoked, opts->n_revoked, err)) != 0)
+        goto fail;
+    *out = ctx;
+    return 0;
+fail:
+    el_tls_ctx_destroy(ctx);
+    return rc;
+}
+
+static void free_revoked(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        el_free(list[i]);
+    el_free(list);
+}
+
+void el_tls_ctx_destroy(el_tls_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    mbedtls_ssl_session_free(&ctx->session);
+    mbedtls_ssl_cache_free(&ctx->cache);
+    mbedtls_ssl_ticket_free(&ctx->ticket);
+    mbedtls_ssl_config_free(&ctx->conf);
+    mbedtls_pk_free(&ctx->key);
+    mbedtls_x509_crt_free(&ctx->own);
+    mbedtls_x509_crt_free(&ctx->ca);
+    mbedtls_ctr_drbg_free(&ctx->drbg);
+    mbedtls_entropy_free(&ctx->entropy);
+    free_revoked(ctx->revoked, ctx->n_revoked);
+    pthread_mutex_destroy(&ctx->lock);
+    el_free(ctx);
+}
+
+int el_tls_ctx_set_revoked(el_tls_ctx *ctx, const char *const *serials, size_t n,
+                           el_error *err)
+{
+    char **list = n ? el_calloc(n, sizeof *list) : NULL;
+    if (n && !list)
+        return el_error_set(err, EL_ENOMEM, "out of memory for the revocation list");
+    for (size_t i = 0; i < n; i++) {
+        char norm[EL_TLS_SERIAL_MAX];
+        normalize_serial(serials[i], norm, sizeof norm);
+        if (!(list[i] = el_strdup(norm))) {
+            free_revoked(list, i);
+            return el_error_set(err, EL_ENOMEM, "out of memory for the revocation list");
+        }
+    }
+    pthread_mutex_lock(&ctx->lock);
+    char **old = ctx->revoked;
+    size_t old_n = ctx->n_revoked;
+    ctx->revoked = list;
+    ctx->n_revoked = n;
+    pthread_mutex_unlock(&ctx->lock);
+    free_revoked(old, old_n);
+    return 0;
+}
+
+void el_tls_ctx_set_trusted_time(el_tls_ctx *ctx, int64_t t)
+{
+    pthread_mutex_lock(&ctx->lock);
+    if (t > ctx->trusted_time)
+        ctx->trusted_time = t;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+void el_tls_ctx_forget_session(el_tls_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    mbedtls_ssl_session_free(&ctx->session);
+    mbedtls_ssl_session_init(&ctx->session);
+    ctx->have_session = 0;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+/* Maps a failed handshake to our error model, naming the verification
+ * verdict when there is one. */
+static int handshake_error(el_tls_conn *conn, int rc, el_error *err)
+{
+    char ebuf[128];
+    uint32_t flags = mbedtls_ssl_get_verify_result(&conn->ssl);
+    if (rc == MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE)
+        return el_error_set_tag(err, EL_ETRUST, "no_certificate",
+                                "TLS client presented no certificate");
+    if (rc == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != (uint32_t)-1 && flags) {
+        if (flags & MBEDTLS_X509_BADCERT_REVOKED)
+            return el_error_set_tag(err, EL_ETRUST, "revoked",
+                                    "TLS peer certificate is revoked");
+        if (flags & (MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE))
+            return el_error_set_tag(err, EL_ETRUST, "expired",
+                                    "TLS peer certificate is not valid at the trusted time");
+        if (flags & MBEDTLS_X509_BADCERT_CN_MISMATCH)
+            return el_error_set_tag(err, EL_ETRUST, "untrusted_signer",
+                                    "TLS peer certificate does not name the host");
+        return el_error_set_tag(err, EL_ETRUST, "untrusted_signer",
+                                "TLS peer certificate is not from the fleet CA (flags 0x%x)",
+                                (unsigned)flags);
+    }
+    if (rc == MBEDTLS_ERR_SSL_TIMEOUT)
+        return el_error_set(err, EL_EIO, "TLS handshake timed out");
+    return el_error_set(err, EL_EIO, "TLS handshake failed: %s",
+                        tls_strerror(rc, ebuf, sizeof ebuf));
+}
+
+static int conn_new(el_tls_ctx *ctx, int fd, el_tls_conn **out, el_error *err)
+{
+    char ebuf[128];
+    el_tls_conn *conn = el_calloc(1, sizeof *conn);
+    if (!conn) {
+        close(fd);
+        return el_error_set(err, EL_ENOMEM, "out of memory for a TLS connection");
+    }
+    conn->ctx = ctx;
+    conn->fd = fd;
+    mbedtls_ssl_init(&conn->ssl);
+    int rc = mbedtls_ssl_setup(&conn->ssl, &ctx->conf);
+    if (rc) {
+        el_tls_close(conn);
+        return el_error_set(err, EL_ENOMEM, "TLS setup: %s", tls_strerror(rc, ebuf, sizeof ebuf));
+    }
+    mbedtls_ssl_set_bio(&conn->ssl, conn, bio_send, bio_recv, NULL);
+    mbedtls_ssl_set_verify(&conn->ssl, verify_cb, conn);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    *out = conn;
+    return 0;
+}
+
+static int run_handshake(el_tls_conn *conn, el_error *err)
+{
+    conn->deadline = now_ms() + conn->ctx->hs_timeout_ms;
+    int rc;
+    do {
+        rc = mbedtls_ssl_handshake(&conn->ssl);
+    } while (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE);
+    conn->deadline = 0;
+    if (rc)
+        return handshake_error(conn, rc, err);
+    return check_peer(conn, err);
+}
+
+int el_tls_accept(el_tls_ctx *ctx, int fd, el_tls_conn **out, el_error *err)
+{
+    el_tls_conn *conn;
+    *out = NULL;
+    int rc = conn_new(ctx, fd, &conn, err);
+    if (rc)
+        return rc;
+    if ((rc = run_handshake(conn, err)) != 0) {
+        el_tls_close(conn);
+        return rc;
+    }
+    *out = conn;
+    return 0;
+}
+
+static int tcp_connect(const char *host, int port, int timeout_ms, el_error *err)
+{
+    char service[16];
+    snprintf(service, sizeof service, "%d", port);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    int gai = getaddrinfo(host, service, &hints, &res);
+    if (gai)
+        return el_error_set(err, EL_EIO, "cannot resolve %s: %s", host, gai_strerror(gai));
+    int fd = -1;
+    int last_errno = 0;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                    ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (rc < 0 && errno == EINPROGRESS) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            int so_err = 0;
+            socklen_t sl = sizeof so_err;
+            if (poll(&pfd, 1, timeout_ms) == 1 &&
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_err, &sl) == 0 && so_err == 0)
+                rc = 0;
+            else
+                errno = so_err ? so_err : ETIMEDOUT;
+        }
+        if (rc < 0) {
+            last_errno = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return el_error_set(err, EL_EIO, "cannot connect to %s:%d: %s", host, port,
+                            strerror(last_errno ? last_errno : ECONNREFUSED));
+    /* back to blocking: our BIO polls before every operation */
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0)
+        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    return fd;
+}
+
+int el_tls_connect(el_tls_ctx *ctx, const char *host, int port, el_tls_conn **out,
+                   el_error *err)
+{
+    char ebuf[128];
+    *out = NULL;
+    int fd = tcp_connect(host, port, ctx->hs_timeout_ms, err);
+    if (fd < 0)
+        return fd;
+    el_tls_conn *conn;
+    int rc = conn_new(ctx, fd, &conn, err);
+    if (rc)
+        return rc;
+    if ((rc = mbedtls_ssl_set_hostname(&conn->ssl, host)) != 0) {
+        el_tls_close(conn);
+        return el_error_set(err, EL_ENOMEM, "TLS hostname: %s", tls_strerror(rc, ebuf, sizeof ebuf));
+    }
+    if (ctx->resume) {
+        pthread_mutex_lock(&ctx->lock);
+        if (ctx->have_session)
+            mbedtls_ssl_set_session(&conn->ssl, &ctx->session);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    if ((rc = run_handshake(conn, err)) != 0) {
+        /* a session the hub no longer accepts must not be offered again */
+        if (ctx->resume)
+            el_tls_ctx_forget_session(ctx);
+        el_tls_close(conn);
+        return rc;
+    }
+    if (ctx->resume) {
+        pthread_mutex_lock(&ctx->lock);
+        mbedtls_ssl_session_free(&ctx->session);
+        mbedtls_ssl_session_init(&ctx->session);
+        ctx->have_session = mbedtls_ssl_get_session(&conn->ssl, &ctx->session) == 0;
+        pthread_mutex_unlock(&ctx->lock);
+    }
+    *out = conn;
+    return 0;
+}
+
+long el_tls_read(el_tls_conn *conn, void *buf, size_t len, el_error *err)
+{
+    char ebuf[128];
+    for (;;) {
+        int rc = mbedtls_ssl_read(&conn->ssl, buf, len);
+        if (rc > 0)
+            return rc;
+        if (rc == 0 || rc == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || rc == MBEDTLS_ERR_SSL_CONN_EOF)
+            return 0;
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+            continue;
+        if (rc == MBEDTLS_ERR_SSL_TIMEOUT)
+            return el_error_set(err, EL_EIO, "TLS read timed out");
+        return el_error_set(err, EL_EIO, "TLS read: %s", tls_strerror(rc, ebuf, sizeof ebuf));
+    }
+}
+
+int el_tls_write(el_tls_conn *conn, const void *buf, size_t len, el_error *err)
+{
+    char ebuf[128];
+    const unsigned char *p = buf;
+    while (len) {
+        int rc = mbedtls_ssl_write(&conn->ssl, p, len);
+        if (rc > 0) {
+            p += rc;
+            len -= (size_t)rc;
+            continue;
+        }
+        if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE)
+            continue;
+        if (rc == MBEDTLS_ERR_SSL_TIMEOUT)
+            return el_error_set(err, EL_EIO, "TLS write timed out");
+        return el_error_set(err, EL_EIO, "TLS write: %s", tls_strerror(rc, ebuf, sizeof ebuf));
+    }
+    return 0;
+}
+
+int el_tls_wait(el_tls_conn *conn, int timeout_ms, const volatile int *cancel)
+{
+    if (mbedtls_ssl_get_bytes_avail(&conn->ssl) > 0)
+        return 1;
+    int64_t end = now_ms() + timeout_ms;
+    for (;;) {
+        if (cancel && *cancel)
+            return 0;
+        int64_t left = end - now_ms();
+        if (left <= 0)
+            return 0;
+        struct pollfd pfd = {.fd = conn->fd, .events = POLLIN};
+        int rc = poll(&pfd, 1, left < 100 ? (int)left : 100);
+        if (rc > 0)
+            return 1;
+        if (rc < 0 && errno != EINTR)
+            return 1;   /* let the read report the error */
+    }
+}
+
+void el_tls_set_deadline(el_tls_conn *conn, int deadline_ms)
+{
+    conn->deadline = deadline_ms > 0 ? now_ms() + deadline_ms : 0;
+}
+
+const el_tls_peer *el_tls_conn_peer(const el_tls_conn *conn)
+{
+    return &conn->peer;
+}
+
+int el_tls_conn_resumed(const el_tls_conn *conn)
+{
+    return !conn->verified;
+}
+
+void el_tls_close(el_tls_conn *conn)
+{
+    if (!conn)
+        return;
+    if (conn->fd >= 0) {
+        /* close_notify must not block a worker on a peer that stopped reading */
+        conn->deadline = now_ms() + 200;
+        mbedtls_ssl_close_notify(&conn->ssl);
+        close(conn->fd);
+    }
+    mbedtls_ssl_free(&conn->ssl);
+    el_free(conn);
+}

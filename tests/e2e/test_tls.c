@@ -1,0 +1,310 @@
+/* What the hub refuses at the TLS and HTTP layers, on 127.0.0.1: no client
+ * certificate, a certificate from another CA, an expired or revoked one
+ * (revoked by the first root and by a root pushed later, also on a resumed
+ * session), TLS 1.1 (openssl s_client), a hub name that does not match, a
+ * hub certificate not valid at the client's trusted time, malformed HTTP, a
+ * body over the limit, and slowloris clients (the timeout frees the single
+ * worker). argv[1]: the edgeloop-hub executable. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/alloc.h"
+#include "check.h"
+#include "client.h"
+#include "fleetkit.h"
+#include "tls.h"
+
+#define DAY 86400
+
+static el_fleetkit fleet;
+static char test_dev2_serial[EL_CRYPTO_SERIAL_HEX_MAX];
+
+static int run(const char *cmd)
+{
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+/* Connects as NAME and runs one GET; returns 0 or the error code, with the
+ * tag in TAG (32) when the connection itself failed. */
+static int try_get(const char *name, int64_t trusted_time, const char *host, char *tag)
+{
+    char paths[2100];
+    el_client_opts o;
+    el_client *c = NULL;
+    el_error err = {0};
+    el_fleetkit_client_opts(&fleet, name, &o, paths, sizeof paths);
+    o.trusted_time = trusted_time;
+    if (host)
+        o.host = host;
+    int rc = el_client_create(&o, &c, &err);
+    if (!rc) {
+        el_http_msg resp;
+        el_http_msg_init(&resp);
+        rc = el_client_request(c, "GET", "/v1/releases?since=0", NULL, NULL, 0, &resp, &err);
+        if (!rc && resp.status != 200)
+            rc = EL_EINTERNAL;
+        el_http_msg_finish(&resp);
+    }
+    if (tag)
+        snprintf(tag, 32, "%s", err.tag);
+    el_client_destroy(c);
+    return rc;
+}
+
+/* Sends RAW over a TLS connection as dev1 and reads the answer's first
+ * line into LINE (128). Returns 0 or an error. */
+static int raw_request(const void *raw, size_t len, char *line)
+{
+    char ca[700], crt[700], key[700];
+    el_fleetkit_path(&fleet, "ca.crt", ca, sizeof ca);
+    el_fleetkit_path(&fleet, "dev1.crt", crt, sizeof crt);
+    el_fleetkit_path(&fleet, "dev1.key", key, sizeof key);
+    el_tls_opts o = {.ca_path = ca, .cert_path = crt, .key_path = key};
+    el_tls_ctx *ctx = NULL;
+    el_tls_conn *conn = NULL;
+    el_error err = {0};
+    line[0] = '\0';
+    int rc = el_tls_ctx_create(&o, &ctx, &err);
+    if (!rc)
+        rc = el_tls_connect(ctx, "localhost", fleet.hub_port, &conn, &err);
+    if (!rc)
+        rc = el_tls_write(conn, raw, len, &err);
+    if (!rc) {
+        char buf[512];
+        long n = el_tls_read(conn, buf, sizeof buf - 1, &err);
+        if (n > 0) {
+            buf[n] = '\0';
+            char *eol = strstr(buf, "\r\n");
+            if (eol)
+                *eol = '\0';
+            snprintf(line, 128, "%s", buf);
+        }
+        rc = n > 0 ? 0 : EL_EIO;
+    }
+    el_tls_close(conn);
+    el_tls_ctx_destroy(ctx);
+    return rc;
+}
+
+static void test_certificates(void)
+{
+    char tag[32];
+    int64_t now = fleet.now;
+    CHECK(try_get("dev1", 0, NULL, tag) == 0);
+    CHECK(try_get("alien", 0, NULL, tag) != 0);    /* another CA */
+    CHECK(try_get("expired", 0, NULL, tag) != 0);
+    CHECK(try_get("revoked", 0, NULL, tag) != 0);
+    CHECK(try_get("hubcert", 0, NULL, tag) != 0);  /* role hub as a client */
+    /* the client checks the hub: name (SAN is DNS:localhost only) ... */
+    CHECK(try_get("dev1", 0, "127.0.0.1", tag) == EL_ETRUST);
+    CHECK_STR(tag, "untrusted_signer");
+    /* ... and validity at its trusted time, not only the wall clock */
+    CHECK(try_get("dev1", now + 400 * DAY, NULL, tag) == EL_ETRUST);
+    CHECK_STR(tag, "expired");
+
+    if (run("command -v openssl >/dev/null 2>&1")) {
+        printf("openssl not installed: s_client checks skipped\n");
+        return;
+    }
+    char cmd[4096];
+    const char *d = fleet.dir;
+    /* control: the same command with TLS 1.2 gets through */
+    snprintf(cmd, sizeof cmd,
+             "openssl s_client -connect 127.0.0.1:%d -servername localhost -tls1_2 "
+             "-cipher 'DEFAULT:@SECLEVEL=0' -CAfile %s/ca.crt -cert %s/dev1.crt "
+             "-key %s/dev1.key </dev/null >%s/s_client12.log 2>&1",
+             fleet.hub_port, d, d, d, d);
+    CHECK(run(cmd) == 0);
+    /* TLS 1.1 offered (SECLEVEL=0 so openssl itself would allow it): refused */
+    snprintf(cmd, sizeof cmd,
+             "openssl s_client -connect 127.0.0.1:%d -servername localhost -tls1_1 "
+             "-cipher 'DEFAULT:@SECLEVEL=0' -CAfile %s/ca.crt -cert %s/dev1.crt "
+             "-key %s/dev1.key </dev/null >%s/s_client11.log 2>&1",
+             fleet.hub_port, d, d, d, d);
+    CHECK(run(cmd) != 0);
+    /* no client certificate: the handshake fails, no HTTP answer */
+    snprintf(cmd, sizeof cmd,
+             "printf 'GET /v1/releases HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n' | "
+             "openssl s_client -connect 127.0.0.1:%d -servername localhost -quiet "
+             "-CAfile %s/ca.crt 2>/dev/null | grep -q 'HTTP/1.1'",
+             fleet.hub_port, d);
+    CHECK(run(cmd) != 0);
+}
+
+static void test_root_revocation(void)
+{
+    /* dev2 connects, keeps a session, then a new root revokes it: both a
+     * full handshake and a resumed one are refused afterwards */
+    char paths[2100], apaths[2100];
+    el_client_opts o, ao;
+    el_client *dev2 = NULL, *admin = NULL;
+    el_error err = {0};
+    el_fleetkit_client_opts(&fleet, "dev2", &o, paths, sizeof paths);
+    el_fleetkit_client_opts(&fleet, "admin", &ao, apaths, sizeof apaths);
+    CHECK_OK(el_client_create(&o, &dev2, &err), &err);
+    CHECK_OK(el_client_create(&ao, &admin, &err), &err);
+    if (!dev2 || !admin)
+        return;
+    el_http_msg resp;
+    el_http_msg_init(&resp);
+    int rc = el_client_request(dev2, "GET", "/v1/releases?since=0", NULL, NULL, 0, &resp, &err);
+    CHECK(rc == 0 && resp.status == 200);
+    el_client_disconnect(dev2);
+
+    char dev2_serial[EL_CRYPTO_SERIAL_HEX_MAX];
+    snprintf(dev2_serial, sizeof dev2_serial, "%s", test_dev2_serial);
+    const char *revoked[] = {dev2_serial};
+    uint8_t *root2;
+    size_t len;
+    el_fleetkit_root(&fleet, 2, revoked, 1, &root2, &len);
+    rc = el_client_request(admin, "PUT", "/v1/roots/2", NULL, root2, len, &resp, &err);
+    CHECK_MSG(rc == 0 && resp.status == 201, "rc=%d status=%d %s", rc, resp.status,
+              resp.body ? (const char *)resp.body : "");
+    el_free(root2);
+
+    rc = el_client_request(dev2, "GET", "/v1/releases?since=0", NULL, NULL, 0, &resp, &err);
+    CHECK_MSG(rc != 0, "a resumed session of a revoked certificate was served");
+    el_client_forget_session(dev2);
+    rc = el_client_request(dev2, "GET", "/v1/releases?since=0", NULL, NULL, 0, &resp, &err);
+    CHECK(rc != 0);
+    /* devices fetch the new root */
+    uint8_t *got = NULL;
+    size_t glen = 0;
+    rc = el_client_fetch_root(admin, 2, &got, &glen, &err);
+    CHECK_OK(rc, &err);
+    el_free(got);
+    el_http_msg_finish(&resp);
+    el_client_destroy(dev2);
+    el_client_destroy(admin);
+}
+
+static void test_http_refusals(void)
+{
+    char line[128];
+    static const char bare_lf[] = "GET /v1/releases HTTP/1.1\nHost: localhost\n\n";
+    CHECK(raw_request(bare_lf, sizeof bare_lf - 1, line) == 0);
+    CHECK_STR(line, "HTTP/1.1 400 Bad Request");
+    static const char no_host[] = "GET /v1/releases HTTP/1.1\r\n\r\n";
+    CHECK(raw_request(no_host, sizeof no_host - 1, line) == 0);
+    CHECK_STR(line, "HTTP/1.1 400 Bad Request");
+    static const char version[] = "GET /v1/releases HTTP/2.0\r\nHost: x\r\n\r\n";
+    CHECK(raw_request(version, sizeof version - 1, line) == 0);
+    CHECK_STR(line, "HTTP/1.1 505 HTTP Version Not Supported");
+    static const char big[] = "PUT /v1/bundles/00 HTTP/1.1\r\nHost: x\r\n"
+                              "Content-Length: 100000000\r\n\r\n";
+    CHECK(raw_request(big, sizeof big - 1, line) == 0);
+    CHECK_STR(line, "HTTP/1.1 413 Content Too Large");
+    static const char chunked[] = "PUT /v1/bundles/00 HTTP/1.1\r\nHost: x\r\n"
+                                  "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    CHECK(raw_request(chunked, sizeof chunked - 1, line) == 0);
+    CHECK_STR(line, "HTTP/1.1 501 Not Implemented");
+    char huge[12000];
+    memcpy(huge, "GET /", 5);
+    memset(huge + 5, 'a', sizeof huge - 5);
+    CHECK(raw_request(huge, sizeof huge, line) == 0);
+    CHECK_STR(line, "HTTP/1.1 414 URI Too Long");
+}
+
+/* Opens a TCP connection to the hub and sends nothing (a handshake that
+ * never comes). Returns the socket. */
+static int tcp_open(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fleet.hub_port)};
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void test_slowloris(void)
+{
+    /* the hub runs ONE worker: a slow client that never completes its head,
+     * then one that never handshakes; the next real client is still served
+     * because the request and handshake timeouts free the worker */
+    char ca[700], crt[700], key[700];
+    el_fleetkit_path(&fleet, "ca.crt", ca, sizeof ca);
+    el_fleetkit_path(&fleet, "dev1.crt", crt, sizeof crt);
+    el_fleetkit_path(&fleet, "dev1.key", key, sizeof key);
+    el_tls_opts o = {.ca_path = ca, .cert_path = crt, .key_path = key};
+    el_tls_ctx *ctx = NULL;
+    el_tls_conn *slow = NULL;
+    el_error err = {0};
+    CHECK_OK(el_tls_ctx_create(&o, &ctx, &err), &err);
+    if (!ctx)
+        return;
+    CHECK_OK(el_tls_connect(ctx, "localhost", fleet.hub_port, &slow, &err), &err);
+    if (slow)
+        CHECK_OK(el_tls_write(slow, "GET /v1/rel", 11, &err), &err);
+    int idle = tcp_open();
+    CHECK(idle >= 0);
+    char tag[32];
+    CHECK(try_get("dev1", 0, NULL, tag) == 0);
+    CHECK(try_get("dev1", 0, NULL, tag) == 0);
+    /* the slow connection was closed by the hub: nothing more to read */
+    if (slow) {
+        char buf[64];
+        el_tls_set_deadline(slow, 5000);
+        long n = el_tls_read(slow, buf, sizeof buf, &err);
+        CHECK(n <= 0 || !memcmp(buf, "HTTP/1.1 408", 12));
+    }
+    el_tls_close(slow);
+    if (idle >= 0)
+        close(idle);
+    el_tls_ctx_destroy(ctx);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_tls EDGELOOP_HUB\n");
+        return 1;
+    }
+    el_fleetkit_init(&fleet, NULL, 0);
+    int64_t now = fleet.now;
+    char revoked[EL_CRYPTO_SERIAL_HEX_MAX];
+    el_fleetkit_issue(&fleet, "dev1", "dev-1", "device", "line-a", now - DAY, now + 90 * DAY, 0,
+                      NULL);
+    el_fleetkit_issue(&fleet, "dev2", "dev-2", "device", "line-a", now - DAY, now + 90 * DAY, 0,
+                      test_dev2_serial);
+    el_fleetkit_issue(&fleet, "admin", "ops", "admin", NULL, now - DAY, now + 90 * DAY, 0, NULL);
+    el_fleetkit_issue(&fleet, "alien", "dev-9", "device", "line-a", now - DAY, now + 90 * DAY, 1,
+                      NULL);
+    el_fleetkit_issue(&fleet, "expired", "dev-3", "device", "line-a", now - 30 * DAY,
+                      now - DAY, 0, NULL);
+    el_fleetkit_issue(&fleet, "revoked", "dev-4", "device", "line-a", now - DAY,
+                      now + 90 * DAY, 0, revoked);
+    el_fleetkit_issue(&fleet, "hubcert", "localhost", "hub", NULL, now - DAY, now + 90 * DAY, 0,
+                      NULL);
+    /* root 1 revokes dev-4 */
+    const char *list[] = {revoked};
+    uint8_t *root;
+    size_t len;
+    el_fleetkit_root(&fleet, 1, list, 1, &root, &len);
+    el_fleetkit_write(&fleet, "root.elb", root, len);
+    el_free(root);
+    const char *extra[] = {"--workers", "1", "--request-timeout", "1500",
+                           "--handshake-timeout", "1500", "--body-max", "65536", NULL};
+    if (el_fleetkit_start_hub(&fleet, argv[1], extra, NULL)) {
+        fprintf(stderr, "hub did not start (log: %s)\n", fleet.hub_log);
+        return 1;
+    }
+    test_certificates();
+    test_http_refusals();
+    test_slowloris();
+    test_root_revocation();
+    int status = el_fleetkit_stop_hub(&fleet, SIGTERM);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "hub exit status 0x%x", status);
+    el_fleetkit_finish(&fleet);
+    return el_test_done("test_tls");
+}
