@@ -44,7 +44,14 @@ int el_cmd_config(int argc, char **argv);
 int el_cmd_register_adapter(int argc, char **argv);
 int el_cmd_check(int argc, char **argv);
 int el_cmd_health(int argc, char **argv);
+/* the agent (cmd_agent.c) */
+int el_cmd_agent(int argc, char **argv);
+int el_cmd_status(int argc, char **argv);
+int el_cmd_sync(int argc, char **argv);
 /* device commands (cmd_device.c): `train` dispatches state/standalone mode */
 int el_cmd_device_train(int argc, char **argv);
+int el_cmd_enroll(int argc, char **argv);
+int el_cmd_import(int argc, char **argv);
+int el_cmd_bundle(int argc, char **argv);
 
 #endif

@@ -1,8 +1,12 @@
 /* Device commands over the state directory: `edgeloop train` in state mode
- * (ingested data -> candidate -> gate -> probation). With --model, --data
- * or --out, `train` is the standalone trainer of cmd_train.c and this file
- * only forwards to it. */
+ * (ingested data -> candidate -> gate -> probation), `enroll` (device key,
+ * CSR, certificate, pinned root), `import` (verified fleet bundles) and
+ * `bundle` (signed device deltas). With --model, --data or --out, `train`
+ * is the standalone trainer of cmd_train.c and this file only forwards to
+ * it. The work is in agent/daemon/ (device.h); this file parses flags and
+ * prints. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +34,8 @@ static const char *train_state_help =
     "with the [train] settings of edgeloop.conf. The gate compares holdout and\n"
     "anchor-check loss before and after ([gate] min_gain, max_forget); a pass\n"
     "activates the version on probation and runs the probe health check.\n"
+    "With [sync] encoding = lora-delta-q8 the gate judges the weights a\n"
+    "receiver rebuilds (parent + decoded 8-bit delta), not the fp32 ones.\n"
     "\n"
     "  --state DIR     state directory (default $EDGELOOP_STATE or\n"
     "                  /var/lib/edgeloop)\n"
@@ -164,15 +170,17 @@ int el_cmd_device_train(int argc, char **argv)
         if (!strcmp(a, "--no-activate")) {
             o.no_activate = 1;
         } else if (!strcmp(a, "--steps") || !strcmp(a, "--threads") || !strcmp(a, "--seed")) {
-            int64_t max = !strcmp(a, "--threads") ? 1024 : !strcmp(a, "--steps") ? 10000000
-                                                                              : INT64_MAX;
-            int64_t min = !strcmp(a, "--steps") ? 1 : 0;
-            if (!v || parse_i64(v, min, max, &x))
-                return el_cli_usage(c.cmd, "--steps, --threads and --seed need a number in range",
-                                    c.json);
-            if (a[2] == 's' && a[3] == 't')
+            int steps = !strcmp(a, "--steps"), threads = !strcmp(a, "--threads");
+            int64_t max = threads ? 1024 : steps ? 10000000 : INT64_MAX;
+            if (!v || parse_i64(v, steps, max, &x)) {
+                char msg[96];
+                snprintf(msg, sizeof msg, "%s needs a number from %d to %lld", a, steps,
+                         (long long)max);
+                return el_cli_usage(c.cmd, msg, c.json);
+            }
+            if (steps)
                 o.steps = x;
-            else if (a[2] == 't')
+            else if (threads)
                 o.threads = (int)x;
             else
                 o.seed = x;
@@ -233,6 +241,290 @@ int el_cmd_device_train(int argc, char **argv)
         /* The gate refused: the error carries "gate_failed"; in JSON mode
          * the figures are in the error message and in `edgeloop show ID`. */
         return el_cli_fail(&err, c.json);
+    }
+    return 0;
+}
+
+/* ---- enroll ------------------------------------------------------------------ */
+
+static const char *enroll_help =
+    "usage: edgeloop enroll --csr-out FILE [--name DEVICE_ID] [--state DIR] [--json]\n"
+    "       edgeloop enroll --cert dev.crt --ca ca.crt --root root.elb\n"
+    "                       [--hub https://HOST:PORT] [--state DIR] [--json]\n"
+    "\n"
+    "Step 1 (--csr-out) creates the device key in the state directory (mode\n"
+    "0600; it never leaves the device; an existing key is reused) and writes a\n"
+    "certificate signing request for DEVICE_ID (default: the host name) to\n"
+    "FILE, for the fleet manager (`edgeloop-fleet issue --csr FILE`).\n"
+    "\n"
+    "Step 2 (--cert) installs the issued certificate: it must carry this\n"
+    "device's key, have role device and chain to --ca; pins the fleet root\n"
+    "(root.elb, verified with its own root keys and naming --ca's\n"
+    "fingerprint); and writes [hub] url, ca, cert and key into edgeloop.conf.\n"
+    "\n"
+    "Exit status: 0 ok, 1 usage, 2 bad input (unreadable file, certificate for\n"
+    "another key), 3 refused by trust (code as trust.h: untrusted_signer,\n"
+    "expired, threshold_not_met, ...) or a root already pinned.\n";
+
+static void host_name(char *out, size_t n)
+{
+    char h[256] = "";
+    if (gethostname(h, sizeof h - 1))
+        h[0] = 0;
+    size_t j = 0;
+    for (size_t i = 0; h[i] && j + 1 < n && j < 64; i++)
+        if ((h[i] >= 'a' && h[i] <= 'z') || (h[i] >= 'A' && h[i] <= 'Z') ||
+            (h[i] >= '0' && h[i] <= '9') || h[i] == '.' || h[i] == '_' || h[i] == '-')
+            out[j++] = h[i];
+    out[j] = 0;
+    if (!j)
+        snprintf(out, n, "device");
+}
+
+int el_cmd_enroll(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = argv[0]};
+    const char *csr_out = NULL, *name = NULL, *cert = NULL, *ca = NULL, *root = NULL,
+               *hub = NULL;
+    for (int i = 1; i < argc; i++) {
+        int k = el_cli_state_common(&c, argc, argv, &i);
+        if (k < 0)
+            return 1;
+        if (k)
+            continue;
+        static const char *const flags[] = {"--csr-out", "--name", "--cert", "--ca",
+                                            "--root", "--hub"};
+        const char **slots[] = {&csr_out, &name, &cert, &ca, &root, &hub};
+        size_t f = 0;
+        while (f < 6 && strcmp(argv[i], flags[f]))
+            f++;
+        if (f == 6 || i + 1 >= argc) {
+            char msg[160];
+            snprintf(msg, sizeof msg, f == 6 ? "unknown argument '%s' (see --help)"
+                                             : "%s needs a value", argv[i]);
+            return el_cli_usage(c.cmd, msg, c.json);
+        }
+        *slots[f] = argv[++i];
+    }
+    if (c.help) {
+        fputs(enroll_help, stdout);
+        return 0;
+    }
+    int step1 = csr_out != NULL, step2 = cert || ca || root || hub;
+    if (step1 == step2 || (step1 && (cert || ca || root || hub)) ||
+        (step2 && (!cert || !ca || !root || name)))
+        return el_cli_usage(c.cmd, "use either --csr-out FILE [--name ID], or --cert, --ca "
+                            "and --root [--hub URL]", c.json);
+    el_store *s;
+    int status = el_cli_state_open(&c, 0, &s);
+    if (status)
+        return status;
+    el_error err;
+    el_error_clear(&err);
+    int rc;
+    if (step1) {
+        char host[80], kid[65];
+        if (!name) {
+            host_name(host, sizeof host);
+            name = host;
+        }
+        rc = el_device_enroll_csr(s, name, csr_out, kid, &err);
+        el_store_close(s);
+        if (rc)
+            return el_cli_fail(&err, c.json);
+        if (c.json) {
+            json_t *j = json_object();
+            json_object_set_new(j, "csr", json_string(csr_out));
+            json_object_set_new(j, "name", json_string(name));
+            json_object_set_new(j, "key_id", json_string(kid));
+            el_cli_state_print(j);
+        } else {
+            printf("device key %s; certificate request for %s written to %s\n", kid, name,
+                   csr_out);
+        }
+        return 0;
+    }
+    el_device_identity id;
+    rc = el_device_enroll_install(s, cert, ca, root, hub, &id, &err);
+    el_store_close(s);
+    if (rc)
+        return el_cli_fail(&err, c.json);
+    if (c.json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "device_id", json_string(id.device_id));
+        json_object_set_new(j, "group", json_string(id.group));
+        json_object_set_new(j, "key_id", json_string(id.key_id));
+        json_object_set_new(j, "serial", json_string(id.serial));
+        json_object_set_new(j, "root_version", json_integer(id.root_version));
+        json_object_set_new(j, "hub", hub ? json_string(hub) : json_null());
+        el_cli_state_print(j);
+    } else {
+        printf("enrolled as %s (group %s), root version %lld pinned%s%s\n", id.device_id,
+               id.group[0] ? id.group : "-", (long long)id.root_version,
+               hub ? ", hub " : "", hub ? hub : "");
+    }
+    return 0;
+}
+
+/* ---- import ------------------------------------------------------------------ */
+
+static const char *import_help =
+    "usage: edgeloop import FILE.elb [--state DIR] [--json]\n"
+    "\n"
+    "Verifies a fleet bundle against the pinned root and the trust state and\n"
+    "installs it. A root bundle (signed by root keys) rotates the pinned root\n"
+    "to version N+1. A release needs a threshold of release-key signatures, a\n"
+    "counter above the last accepted one of its kind, an expiry after the\n"
+    "trusted time (max of the clock and the last trusted time), a target that\n"
+    "includes this device, and for adapters this device's base model. An\n"
+    "adapter release is rebuilt from its delta, recorded with origin fleet and\n"
+    "activated on probation; a policy release (an edgeloop.conf fragment:\n"
+    "[section] and key = value lines) replaces the fleet policy overrides. A\n"
+    "base-model release becomes the current base (STATE/bases/HASH/); the\n"
+    "active adapter, made for the old base, is deactivated.\n"
+    "\n"
+    "Exit status: 0 installed, 2 bad input, 3 refused: with --json the error\n"
+    "code is the trust rule's (bad_signature, unknown_key, threshold_not_met,\n"
+    "duplicate_signer, replay, rollback, expired, wrong_target, wrong_base,\n"
+    "oversize, truncated, revoked, bad_root_chain) or not_enrolled. A refusal\n"
+    "leaves the registry and the trust state unchanged.\n";
+
+int el_cmd_import(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = argv[0]};
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        int k = el_cli_state_common(&c, argc, argv, &i);
+        if (k < 0)
+            return 1;
+        if (k)
+            continue;
+        if (argv[i][0] == '-' || file) {
+            char msg[160];
+            snprintf(msg, sizeof msg, "unexpected argument '%s' (see --help)", argv[i]);
+            return el_cli_usage(c.cmd, msg, c.json);
+        }
+        file = argv[i];
+    }
+    if (c.help) {
+        fputs(import_help, stdout);
+        return 0;
+    }
+    if (!file)
+        return el_cli_usage(c.cmd, "FILE.elb is required", c.json);
+    el_store *s;
+    int status = el_cli_state_open(&c, 0, &s);
+    if (status)
+        return status;
+    el_error err;
+    el_error_clear(&err);
+    el_device_import_result r;
+    int rc = el_device_import(s, file, 0, &r, &err);
+    el_store_close(s);
+    if (rc)
+        return el_cli_fail(&err, c.json);
+    if (c.json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "bundle", json_string(r.bundle_id));
+        json_object_set_new(j, "type", json_string(r.type));
+        if (!strcmp(r.type, "root")) {
+            json_object_set_new(j, "root_version", json_integer(r.root_version));
+        } else {
+            json_object_set_new(j, "kind", json_string(r.kind));
+            json_object_set_new(j, "counter", json_integer(r.counter));
+        }
+        if (r.version_id) {
+            json_object_set_new(j, "version", json_integer(r.version_id));
+            json_object_set_new(j, "activated", json_boolean(r.activated));
+            if (r.activate_error[0])
+                json_object_set_new(j, "activate_refused", json_string(r.activate_error));
+        }
+        if (!strcmp(r.kind, "policy"))
+            json_object_set_new(j, "policy_keys", json_integer(r.policy_keys));
+        if (r.base_id)
+            json_object_set_new(j, "base_id", json_integer(r.base_id));
+        el_cli_state_print(j);
+    } else if (!strcmp(r.type, "root")) {
+        printf("root rotated to version %lld (bundle %s)\n", (long long)r.root_version,
+               r.bundle_id);
+    } else if (r.version_id) {
+        printf("adapter release %s (counter %lld) installed as version %lld%s%s\n",
+               r.bundle_id, (long long)r.counter, (long long)r.version_id,
+               r.activated ? ", on probation" : "; not activated: ",
+               r.activated ? "" : r.activate_error);
+    } else if (r.base_id) {
+        printf("base-model release %s (counter %lld) installed as base %lld\n", r.bundle_id,
+               (long long)r.counter, (long long)r.base_id);
+    } else {
+        printf("%s release %s (counter %lld) installed, %lld policy keys\n", r.kind,
+               r.bundle_id, (long long)r.counter, (long long)r.policy_keys);
+    }
+    return 0;
+}
+
+/* ---- bundle ------------------------------------------------------------------ */
+
+static const char *bundle_help =
+    "usage: edgeloop bundle ID -o FILE.elb [--state DIR] [--json]\n"
+    "\n"
+    "Writes version ID as a signed device delta: the version minus its parent\n"
+    "in the [sync] encoding (lora-delta-exact by default, or lora-delta-q8),\n"
+    "with its metrics and recipe, signed with the device key\n"
+    "and carrying the device certificate, so the hub (or anyone holding the\n"
+    "fleet root and CA) verifies it offline. For transfer by file (USB) when\n"
+    "the hub is out of reach. Needs an enrolled device.\n";
+
+int el_cmd_bundle(int argc, char **argv)
+{
+    el_cli_state c = {.cmd = argv[0]};
+    const char *out = NULL, *ids = NULL;
+    for (int i = 1; i < argc; i++) {
+        int k = el_cli_state_common(&c, argc, argv, &i);
+        if (k < 0)
+            return 1;
+        if (k)
+            continue;
+        if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) && i + 1 < argc) {
+            out = argv[++i];
+        } else if (argv[i][0] != '-' && !ids) {
+            ids = argv[i];
+        } else {
+            char msg[160];
+            snprintf(msg, sizeof msg, "unexpected argument '%s' (see --help)", argv[i]);
+            return el_cli_usage(c.cmd, msg, c.json);
+        }
+    }
+    if (c.help) {
+        fputs(bundle_help, stdout);
+        return 0;
+    }
+    int64_t id;
+    if (!ids || !out || el_cli_state_id(ids, &id))
+        return el_cli_usage(c.cmd, "a version ID and -o FILE.elb are required", c.json);
+    el_store *s;
+    int status = el_cli_state_open(&c, 0, &s);
+    if (status)
+        return status;
+    el_error err;
+    el_error_clear(&err);
+    el_device_bundle_result r;
+    int rc = el_device_bundle_export(s, id, out, &r, &err);
+    el_store_close(s);
+    if (rc)
+        return el_cli_fail(&err, c.json);
+    if (c.json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "bundle", json_string(r.bundle_id));
+        json_object_set_new(j, "version", json_integer(id));
+        json_object_set_new(j, "out", json_string(out));
+        json_object_set_new(j, "parent", r.parent[0] ? json_string(r.parent) : json_null());
+        json_object_set_new(j, "result", json_string(r.result));
+        json_object_set_new(j, "payload_size", json_integer((json_int_t)r.payload_size));
+        json_object_set_new(j, "size", json_integer((json_int_t)r.size));
+        el_cli_state_print(j);
+    } else {
+        printf("version %lld written to %s as device delta %s (%llu bytes)\n", (long long)id,
+               out, r.bundle_id, (unsigned long long)r.size);
     }
     return 0;
 }

@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "cmd_state.h"
+#include "daemon/device.h"
 
 /* Parses the flags every version command shares plus positional arguments
  * into POS (at most MAXPOS). Returns -1 after printing a usage error, else
@@ -421,12 +422,22 @@ int el_cmd_feedback(int argc, char **argv)
         el_store_close(s);
         return el_cli_state_fail(&c, &err);
     }
-    int64_t active = 0;
+    int64_t active = 0, queued = 0;
     el_store_active(s, &active, NULL);
+    /* a version that just became good goes to the outbox as a signed device
+     * delta (when enrolled); the feedback itself stands either way */
+    if (outcome && !strcmp(outcome, "good")) {
+        el_error qerr;
+        el_error_clear(&qerr);
+        if (el_device_outbox_fill(s, &queued, &qerr) && strcmp(qerr.tag, "not_enrolled"))
+            fprintf(stderr, "edgeloop feedback: warning: device delta not queued: %s\n",
+                    qerr.msg);
+    }
     if (c.json)
-        el_cli_state_print(json_pack("{s:I, s:b, s:s, s:o}", "version", (json_int_t)id,
+        el_cli_state_print(json_pack("{s:I, s:b, s:s, s:o, s:I}", "version", (json_int_t)id,
                                      "accept", f.accept, "state", outcome, "active",
-                                     active ? json_integer(active) : json_null()));
+                                     active ? json_integer(active) : json_null(),
+                                     "outbox_queued", (json_int_t)queued));
     else
         printf("feedback recorded for version %lld; it is %s\n", (long long)id, outcome);
     el_store_close(s);

@@ -3,7 +3,8 @@
  * Design notes:
  *  1. Protocol: min = max = TLS 1.2 (SSL 3.3). Debian's 2.28 still compiles
  *     in TLS 1.0/1.1, so the version is pinned in the config, not assumed.
- *  2. Suites: ECDHE-ECDSA with AES-128/256-GCM only; certificates are P-256.
+ *  2. Suites: ECDHE-ECDSA with AES-128/256-GCM only, ECDHE and certificates
+ *     on P-256 only.
  *  3. Time: mbedTLS judges validity by the wall clock, which a device that
  *     boots at 1970 or an attacker who sets the clock back can get wrong. The
  *     verify callback clears mbedTLS's EXPIRED/FUTURE verdicts and recomputes
@@ -82,6 +83,14 @@ struct el_tls_conn {
     int64_t deadline;          /* monotonic ms, 0 = none */
     mbedtls_ssl_context ssl;
     el_tls_peer peer;
+};
+
+/* P-256 only: the fleet's keys are P-256, and mbedTLS's default list would
+ * let a client (ours included) pick secp521r1 for ECDHE, several times
+ * slower for no gain here. */
+static const mbedtls_ecp_group_id curves[] = {
+    MBEDTLS_ECP_DP_SECP256R1,
+    MBEDTLS_ECP_DP_NONE,
 };
 
 static const int suites[] = {
@@ -379,6 +388,7 @@ int el_tls_ctx_create(const el_tls_opts *opts, el_tls_ctx **out, el_error *err)
     mbedtls_ssl_conf_max_version(&ctx->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
                                  MBEDTLS_SSL_MINOR_VERSION_3);
     mbedtls_ssl_conf_ciphersuites(&ctx->conf, suites);
+    mbedtls_ssl_conf_curves(&ctx->conf, curves);
     mbedtls_ssl_conf_rng(&ctx->conf, mbedtls_ctr_drbg_random, &ctx->drbg);
     mbedtls_ssl_conf_authmode(&ctx->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
     mbedtls_ssl_conf_ca_chain(&ctx->conf, &ctx->ca, NULL);

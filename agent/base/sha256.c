@@ -59,6 +59,8 @@ void el_sha256_init(el_sha256_ctx *ctx)
 void el_sha256_update(el_sha256_ctx *ctx, const void *data, size_t len)
 {
     const uint8_t *p = data;
+    if (len == 0)   /* data may be NULL then; memcpy must not see it */
+        return;
     ctx->bytes += len;
     if (ctx->fill) {
         size_t take = 64 - ctx->fill < len ? 64 - ctx->fill : len;

@@ -41,6 +41,7 @@
 #include "nn/llama.h"
 #include "nn/lora.h"
 #include "nn/rng.h"
+#include "sync/delta.h"
 #include "train/eval.h"
 #include "train/gate.h"
 #include "train/trainer.h"
@@ -234,6 +235,74 @@ static void plasticity(const el_lora *lora, const float *p0, const float *p1,
     }
     *update_norm = scale * sqrt(sq);
     *eff_rank = ranked ? rank_sum / ranked : NAN;
+}
+
+/* ---- what is gated is what is synced ---------------------------------------- */
+
+/* Adds every A and B matrix of PARAMS to SET under its PEFT key. */
+static int lora_set(const el_lora *lora, const float *params, el_delta_set *set,
+                    el_error *err)
+{
+    char key[256];
+    int rc = 0;
+    for (int i = 0; i < lora->nslots && !rc; i++) {
+        const el_lora_slot *sl = &lora->slots[i];
+        uint64_t a[2] = {(uint64_t)lora->cfg.rank, (uint64_t)sl->in};
+        uint64_t b[2] = {(uint64_t)sl->out, (uint64_t)lora->cfg.rank};
+        el_nn_lora_key(sl, 0, key, sizeof key);
+        rc = el_delta_set_add(set, key, 2, a, params + sl->a_off, err);
+        if (!rc) {
+            el_nn_lora_key(sl, 1, key, sizeof key);
+            rc = el_delta_set_add(set, key, 2, b, params + sl->b_off, err);
+        }
+    }
+    return rc;
+}
+
+/* With a lossy delta encoding, replaces the trained parameters by parent +
+ * decoded(encode(trained - parent)), the adapter every receiver rebuilds,
+ * and re-attaches them to the model, so the gate judges exactly what will
+ * be synced (DESIGN.md "Policies"). PARENT is the parent version's
+ * parameters, or NULL when the version has none (its delta is from zeros,
+ * not from the fresh PEFT init). */
+static int requantize(el_llama *model, el_lora *lora, const float *parent, int encoding,
+                      el_error *err)
+{
+    el_delta_set next = {0}, base = {0}, delta = {0}, rebuilt = {0};
+    el_delta_limits lim;
+    el_delta_limits_default(&lim);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int got, rc;
+    if ((rc = lora_set(lora, lora->params, &next, err)) ||
+        (parent && (rc = lora_set(lora, parent, &base, err))) ||
+        (rc = el_delta_encode(&next, parent ? &base : NULL, encoding, &buf, &len, err)) ||
+        (rc = el_delta_decode(buf, len, &lim, &delta, &got, err)) ||
+        (rc = el_delta_apply(parent ? &base : NULL, &delta, &rebuilt, err)))
+        goto done;
+    char key[256];
+    for (int i = 0; i < lora->nslots && !rc; i++) {
+        const el_lora_slot *sl = &lora->slots[i];
+        for (int is_b = 0; is_b < 2 && !rc; is_b++) {
+            el_nn_lora_key(sl, is_b, key, sizeof key);
+            const el_delta_tensor *t = el_delta_set_find(&rebuilt, key);
+            size_t n = (size_t)lora->cfg.rank * (size_t)(is_b ? sl->out : sl->in);
+            if (!t || t->count != n)
+                rc = el_error_set(err, EL_EINTERNAL, "requantized adapter lacks %s", key);
+            else
+                memcpy(lora->params + (is_b ? sl->b_off : sl->a_off), t->data,
+                       n * sizeof(float));
+        }
+    }
+    if (!rc)
+        rc = el_nn_llama_set_lora(model, lora, 1, err);
+done:
+    el_free(buf);
+    el_delta_set_finish(&next);
+    el_delta_set_finish(&base);
+    el_delta_set_finish(&delta);
+    el_delta_set_finish(&rebuilt);
+    return rc;
 }
 
 /* ---- evaluation helpers ---------------------------------------------------- */
@@ -436,7 +505,7 @@ static void trainer_progress(void *ctx, const el_train_progress *p)
 
 static char *recipe_json(const el_store_config *cfg, const el_lora *lora,
                          const el_train_options *to, size_t n_new, size_t n_replay,
-                         int seq_len)
+                         int seq_len, int encoding)
 {
     json_t *j = json_object();
     json_object_set_new(j, "steps", json_integer(to->steps));
@@ -452,7 +521,7 @@ static char *recipe_json(const el_store_config *cfg, const el_lora *lora,
     json_object_set_new(j, "replay_fraction", json_real(cfg->replay.fraction));
     json_object_set_new(j, "samples_new", json_integer((json_int_t)n_new));
     json_object_set_new(j, "samples_replay", json_integer((json_int_t)n_replay));
-    json_object_set_new(j, "encoding", json_string("lora-delta-exact"));
+    json_object_set_new(j, "encoding", json_string(el_delta_encoding_name(encoding)));
     char *text = el_json_dump_sorted(j);
     json_decref(j);
     return text;
@@ -553,6 +622,10 @@ int el_device_train(el_store *s, const el_device_train_opts *o,
         x.work[0] = x.out_dir[0] = 0;
         return el_error_set(err, EL_EUSAGE, "%s: state path too long", el_store_dir(s));
     }
+    int encoding = el_delta_encoding_parse(cfg->sync.encoding);
+    if (encoding < 0)
+        return el_error_set(err, EL_EINPUT, "[sync] encoding = %s: use lora-delta-exact or "
+                            "lora-delta-q8", cfg->sync.encoding);
     if ((rc = el_fs_mkdirs(x.work, 0700, err)) ||
         (rc = load_lists(s, &x, err)) ||
         (rc = draw_replay(&x, cfg->replay.fraction, seed, err)) ||
@@ -621,6 +694,9 @@ int el_device_train(el_store *s, const el_device_train_opts *o,
     r->steps = tr.steps;
     r->train_loss_first = tr.first_loss;
     r->train_loss_last = tr.last_loss;
+    if (encoding != EL_DELTA_EXACT &&
+        (rc = requantize(x.model, x.lora, r->parent_id ? x.p0 : NULL, encoding, err)))
+        goto done;
     if ((rc = eval_loss(x.model, x.holdout_ds, NULL, 0, &r->holdout_after, NULL, err)) ||
         (rc = eval_loss(x.model, x.anchor_ds, NULL, 0, &r->anchor_after, NULL, err)) ||
         (rc = eval_loss(x.model, x.probe_ds, NULL, 0, &probe_new, NULL, err)) ||
@@ -632,7 +708,7 @@ int el_device_train(el_store *s, const el_device_train_opts *o,
     /* Record the candidate: adapter durable first (invariant 3). */
     if ((rc = el_nn_lora_save(x.lora, NULL, x.out_dir, err)))
         goto done;
-    recipe = recipe_json(cfg, x.lora, &to, x.n_news, x.n_replay_used, seq_len);
+    recipe = recipe_json(cfg, x.lora, &to, x.n_news, x.n_replay_used, seq_len, encoding);
     metrics = metrics_json(r);
     plast = plasticity_json(r);
     if (!recipe || !metrics || !plast) {

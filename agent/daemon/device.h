@@ -63,9 +63,10 @@ typedef struct el_device_train_result {
  * max_forget and records the verdict. On a pass it activates the candidate
  * (probation) and runs the probe health check against the previous version.
  *
- * Deltas are synced as lora-delta-exact, which is lossless: the candidate's
- * weights are exactly what would be synced, so no re-quantization happens
- * before the gate.
+ * What is gated is what is synced: with [sync] encoding = lora-delta-q8
+ * (lossy) the trained weights are first replaced by parent + decoded delta
+ * (from zeros when the version has no parent) and evaluated, recorded and
+ * exported as such; lora-delta-exact (the default) keeps them as trained.
  *
  * Returns 0 with *R filled when the gate passed (whether or not activation
  * was possible: see R->activated / R->activate_error); EL_EPOLICY tagged
@@ -75,5 +76,109 @@ typedef struct el_device_train_result {
  * (nothing recorded, temporary files removed). R must not be NULL. */
 int el_device_train(el_store *s, const el_device_train_opts *o,
                     el_device_train_result *r, el_error *err);
+
+/* ---- enrollment (enroll.c) ----------------------------------------------- */
+
+/* Files of the device's identity inside the state directory. The key never
+ * leaves it (mode 0600). */
+#define EL_DEVICE_KEY_FILE "device.key"
+#define EL_DEVICE_CERT_FILE "device.crt"
+#define EL_DEVICE_CA_FILE "ca.crt"
+
+/* Enrollment step 1: creates the device key in S's directory unless one
+ * exists (it is reused: re-running after a lost CSR gives a CSR for the same
+ * key) and writes a PEM CSR for common name NAME to CSR_PATH. NAME must be
+ * 1-64 of [A-Za-z0-9._-]. *KEY_ID (may be NULL) receives the key id. Returns
+ * 0, EL_EUSAGE for a bad name, or an I/O / crypto error. */
+int el_device_enroll_csr(el_store *s, const char *name, const char *csr_path,
+                         char key_id[65], el_error *err);
+
+typedef struct el_device_identity {
+    char device_id[65];    /* the certificate's CN */
+    char group[65];        /* its O (device group), "" when absent */
+    char key_id[65];
+    char serial[41];
+    int64_t root_version;
+} el_device_identity;
+
+/* Enrollment step 2: installs CERT_PATH (must carry the device key's public
+ * key, role "device", and chain to CA_PATH at the trusted time), pins the
+ * root bundle ROOT_PATH (verified with el_trust_root_bootstrap against the
+ * CA's fingerprint) and writes [hub] url (HUB_URL, may be NULL), ca, cert
+ * and key into edgeloop.conf. Returns 0 and *ID; EL_ETRUST with the trust
+ * code when the root or the certificate chain is refused; EL_EINPUT when the
+ * certificate is not for this device's key; EL_EPOLICY when another root is
+ * already pinned (rotate it with a root bundle through el_device_import).
+ * A refusal changes nothing. */
+int el_device_enroll_install(el_store *s, const char *cert_path, const char *ca_path,
+                             const char *root_path, const char *hub_url,
+                             el_device_identity *id, el_error *err);
+
+/* Reads the enrolled identity (certificate in the state directory and the
+ * pinned root). EL_EPOLICY tagged "not_enrolled" when there is none. */
+int el_device_identity_get(el_store *s, el_device_identity *id, el_error *err);
+
+/* ---- import of fleet bundles (import.c) ---------------------------------- */
+
+typedef struct el_device_import_result {
+    char bundle_id[65];
+    char type[16];          /* "root" or "release" */
+    char kind[16];          /* releases: "adapter", "policy" */
+    int64_t counter;        /* releases: the accepted counter */
+    int64_t root_version;   /* root: the new version */
+    int64_t version_id;     /* adapter: the installed version */
+    int activated;          /* adapter: entered probation */
+    char activate_error[160];
+    int64_t policy_keys;    /* policy: keys set */
+    int64_t base_id;        /* base-model: the registered base */
+} el_device_import_result;
+
+/* Verifies the bundle at PATH against the pinned root and the trust state
+ * (trusted time = max(CLOCK, last trusted time); CLOCK 0 = the store's
+ * clock) and installs it: a root bundle (signed by root keys) rotates the
+ * pinned root N -> N+1; an adapter release is rebuilt from its delta
+ * (parent looked up among the registry's versions by digest), checked
+ * against "result", recorded as a candidate of origin "fleet" with its
+ * signers and activated (probation) when possible; a policy release (an
+ * edgeloop.conf fragment: [section] and key = value lines) replaces the
+ * fleet policy overrides; a base-model release is written under
+ * STATE/bases/HASH/, registered as the current base, and the active
+ * adapter of the old base is deactivated (it stays in the registry). The
+ * new trust state commits in the same transaction as the install, after
+ * the files are durable. Returns 0 and *R; EL_ETRUST with trust.h's stable
+ * code on a refusal, EL_EINPUT for a malformed bundle or payload,
+ * EL_EPOLICY "not_enrolled" (or a pin that holds the old base). On any
+ * failure registry, blobs' rows and trust state are unchanged. */
+int el_device_import(el_store *s, const char *path, int64_t clock,
+                     el_device_import_result *r, el_error *err);
+
+/* ---- device deltas (delta_export.c) ---------------------------------------- */
+
+typedef struct el_device_bundle_result {
+    char bundle_id[65];
+    char parent[65];      /* digest of the parent adapter, "" when none */
+    char result[65];      /* digest of the adapter the receiver rebuilds */
+    uint64_t payload_size;
+    uint64_t size;        /* bytes written */
+} el_device_bundle_result;
+
+/* Writes version VERSION_ID as a signed device delta to OUT_PATH
+ * (atomically): the version minus its parent (zeros when it has none) in
+ * the [sync] encoding, with target "hub", the base's hash (SHA-256 of its
+ * model.safetensors), the version's metrics and recipe and this device's
+ * certificate, signed with the device key, so anyone holding the fleet root
+ * and CA verifies it offline (el_trust_device_delta). "result" is the
+ * digest of parent + decoded delta, the adapter a receiver rebuilds.
+ * Returns 0 and *R; EL_EPOLICY "not_enrolled"; EL_ENOTFOUND for an unknown
+ * version; an I/O or encoding error. Nothing is written on failure. */
+int el_device_bundle_export(el_store *s, int64_t version_id, const char *out_path,
+                            el_device_bundle_result *r, el_error *err);
+
+/* Queues a signed device delta in the outbox (el_store_outbox_add) for
+ * every good local version that has none yet, oldest first; the daemon's
+ * sync uploads and marks them. *QUEUED (may be NULL) counts the new ones.
+ * Returns 0; EL_EPOLICY "not_enrolled" (nothing to sign with); EL_ENOSPC
+ * when the outbox cap is reached (the ones queued before stay). */
+int el_device_outbox_fill(el_store *s, int64_t *queued, el_error *err);
 
 #endif

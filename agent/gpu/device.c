@@ -79,6 +79,26 @@ static int has_layer(PFN_vkEnumerateInstanceLayerProperties enum_layers,
     return found;
 }
 
+/* 1 when LAYER provides the instance extension EXT. */
+static int layer_has_ext(el_vk_instance *inst, const char *layer, const char *ext)
+{
+    PFN_vkEnumerateInstanceExtensionProperties enum_exts =
+        (PFN_vkEnumerateInstanceExtensionProperties)inst->gipa(
+            NULL, "vkEnumerateInstanceExtensionProperties");
+    uint32_t n = 0;
+    if (!enum_exts || enum_exts(layer, &n, NULL) != VK_SUCCESS || n == 0)
+        return 0;
+    VkExtensionProperties *props = el_calloc(n, sizeof *props);
+    if (!props)
+        return 0;
+    int found = 0;
+    if (enum_exts(layer, &n, props) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n && !found; i++)
+            found = !strcmp(props[i].extensionName, ext);
+    el_free(props);
+    return found;
+}
+
 static int env_flag(const char *name)
 {
     const char *v = getenv(name);
@@ -124,13 +144,19 @@ int el_vk_instance_create(el_vk_instance **out, el_error *err)
     }
 
     const char *layers[1];
-    const char *exts[1];
+    const char *exts[2];
     uint32_t nlayers = 0, nexts = 0;
+    int sync_validation = 0;
     if (env_flag("EDGELOOP_VK_VALIDATION")) {
         if (has_layer(enum_layers, "VK_LAYER_KHRONOS_validation")) {
             layers[nlayers++] = "VK_LAYER_KHRONOS_validation";
             exts[nexts++] = VK_EXT_DEBUG_UTILS_EXTENSION_NAME;
             inst->validation = 1;
+            if (layer_has_ext(inst, "VK_LAYER_KHRONOS_validation",
+                              VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME)) {
+                exts[nexts++] = VK_EXT_VALIDATION_FEATURES_EXTENSION_NAME;
+                sync_validation = 1;
+            }
         } else {
             el_log_warn("EDGELOOP_VK_VALIDATION=1 but VK_LAYER_KHRONOS_validation "
                         "is not installed; running without validation");
@@ -146,6 +172,18 @@ int el_vk_instance_create(el_vk_instance **out, el_error *err)
         .pfnUserCallback = on_message,
         .pUserData = inst,
     };
+    /* Synchronization validation too: on lavapipe dispatches run in order
+     * whatever the barriers say, so only the layer can see a missing one. */
+    VkValidationFeatureEnableEXT enables[] = {
+        VK_VALIDATION_FEATURE_ENABLE_SYNCHRONIZATION_VALIDATION_EXT,
+    };
+    VkValidationFeaturesEXT features = {
+        .sType = VK_STRUCTURE_TYPE_VALIDATION_FEATURES_EXT,
+        .enabledValidationFeatureCount = 1,
+        .pEnabledValidationFeatures = enables,
+    };
+    if (sync_validation)
+        mci.pNext = &features;
     VkApplicationInfo app = {
         .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
         .pApplicationName = "edgeloop",
@@ -190,6 +228,7 @@ int el_vk_instance_create(el_vk_instance **out, el_error *err)
         inst->destroy_messenger =
             (PFN_vkDestroyDebugUtilsMessengerEXT)inst->gipa(inst->instance,
                                                             "vkDestroyDebugUtilsMessengerEXT");
+        mci.pNext = NULL;   /* the features chain belongs to the instance only */
         if (create_messenger && inst->destroy_messenger)
             EL_VK(create_messenger(inst->instance, &mci, NULL, &inst->messenger));
     }
@@ -567,7 +606,7 @@ void el_vk_device_destroy(el_vk_device *d)
 {
     if (!d)
         return;
-    if (d->dev) {
+    if (d->dev && d->vkDestroyDevice && d->vkDeviceWaitIdle) {
         d->vkDeviceWaitIdle(d->dev);
         el_vk_pipes_destroy(d->pipes);
         el_vk_heap_destroy(d->heap);

@@ -45,6 +45,7 @@ struct el_vk_pipes {
     el_vk_pipeline **list;     /* each entry allocated once: pointers stay valid */
     uint32_t n, cap;
     el_vk_pipe_stats stats;
+    uint8_t loaded_digest[EL_SHA256_LEN];   /* of the data read at create */
 };
 
 static void put32(uint8_t *p, uint32_t v)
@@ -183,6 +184,7 @@ int el_vk_pipes_create(el_vk_device *d, const char *cache_dir,
             } else {
                 p->stats.cache_loaded = 1;
                 p->stats.cache_bytes = data_len;
+                el_sha256(data, data_len, p->loaded_digest);
             }
         } else if (r != EL_ENOTFOUND) {
             el_log_info("ignoring pipeline cache %s: %s", p->path, cerr.msg);
@@ -229,6 +231,8 @@ int el_vk_pipes_save(el_vk_pipes *p, el_error *err)
     put32(q, (uint32_t)n);
     put32(q + 4, (uint32_t)((uint64_t)n >> 32));
     el_sha256(buf + CACHE_HEADER, n, q + 8);
+    if (p->stats.cache_loaded && !memcmp(q + 8, p->loaded_digest, EL_SHA256_LEN))
+        goto fail;   /* unchanged since it was read: nothing to write */
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", p->path);
     char *slash = strrchr(dir, '/');

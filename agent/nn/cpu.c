@@ -210,13 +210,14 @@ static void fill_i32_task(void *p, size_t task, int worker)
         c->xi[i] = c->ivalue;
 }
 
-/* An i32 tensor is filled with VALUE rounded to the nearest integer and
- * clamped to the i32 range (so fill(-1) marks targets as not scored). */
+/* An i32 tensor is filled with VALUE converted as C converts (toward zero,
+ * as the vulkan backend does), clamped to the i32 range and NaN as 0, so
+ * fill(-1) marks targets as not scored. */
 static int cpu_fill(el_backend *be, el_view x, float value, el_error *err)
 {
     struct ew_ctx c = {.n = x.n, .alpha = value};
     if (x.t->dtype == EL_I32) {
-        double r = nearbyint((double)value);
+        double r = trunc((double)value);
         if (r != r)
             r = 0;
         c.ivalue = r >= 2147483647.0 ? INT32_MAX

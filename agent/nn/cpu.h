@@ -5,7 +5,7 @@
 /* OpenBLAS picks its kernels once, when the library loads, from the CPU
  * model; a model it does not know falls back to a generic core. On this
  * project's build machine (a virtualized Xeon with AVX-512) OpenBLAS 0.3.21
- * picks "Prescott" (SSE3) kernels, 5-8x slower than its "SkylakeX" ones.
+ * picks "Prescott" (SSE3) kernels, 4-12x slower than its "SkylakeX" ones.
  * The only remedy is the OPENBLAS_CORETYPE environment variable, read at
  * load time, so a program that wants it must set it and re-execute itself.
  *

@@ -1,11 +1,14 @@
 /* Worker pool of the cpu backend; see cpu_pool.h for the invariants.
  *
  * One run is a "generation": el_nn_pool_run() publishes the job under the
- * mutex, bumps the generation and wakes the workers; every thread (caller
- * included) then takes task indexes from an atomic counter until they run
- * out. Each worker reports back by decrementing `busy`; the caller sleeps on
- * `done` until busy is 0, so no worker can still touch the job (or the
- * caller's context) after run returns. */
+ * mutex, opens it, bumps the generation and wakes the workers; every thread
+ * that joins (caller included) takes task indexes from an atomic counter
+ * until they run out. A worker joins only while the job is open, counted in
+ * `joined` under the mutex. When the caller runs out of tasks it closes the
+ * job and sleeps on `done` until `joined` is 0: so no worker can still touch
+ * the job (or the caller's context) after run returns, and a worker that
+ * wakes late (a busy machine) finds the job closed and goes back to sleep
+ * instead of making the caller wait for it. */
 #include "nn/cpu_pool.h"
 
 #include <pthread.h>
@@ -16,14 +19,15 @@
 struct el_nn_pool {
     pthread_mutex_t mu;
     pthread_cond_t wake;   /* workers wait for a new generation or stop */
-    pthread_cond_t done;   /* the caller waits for busy == 0 */
+    pthread_cond_t done;   /* the caller waits for joined == 0 */
     pthread_t *workers;
     int nworkers;          /* threads besides the caller */
     int started;           /* workers successfully created */
     int stop;
     unsigned long generation;
-    int busy;              /* workers still in the current generation */
-    /* the current job, valid while busy > 0 */
+    int open;              /* the current job still takes joiners */
+    int joined;            /* workers inside the current job */
+    /* the current job, valid while open or joined > 0 */
     el_nn_pool_fn fn;
     void *ctx;
     size_t ntasks;
@@ -59,6 +63,9 @@ static void *worker_main(void *p)
         if (pool->stop)
             break;
         seen = pool->generation;
+        if (!pool->open)
+            continue;
+        pool->joined++;
         el_nn_pool_fn fn = pool->fn;
         void *ctx = pool->ctx;
         size_t ntasks = pool->ntasks;
@@ -67,7 +74,7 @@ static void *worker_main(void *p)
         drain(pool, fn, ctx, ntasks, id);
 
         pthread_mutex_lock(&pool->mu);
-        if (--pool->busy == 0)
+        if (--pool->joined == 0 && !pool->open)
             pthread_cond_signal(&pool->done);
     }
     pthread_mutex_unlock(&pool->mu);
@@ -163,7 +170,8 @@ void el_nn_pool_run(el_nn_pool *pool, size_t ntasks, el_nn_pool_fn fn,
     pool->ctx = ctx;
     pool->ntasks = ntasks;
     atomic_store_explicit(&pool->next, 0, memory_order_relaxed);
-    pool->busy = pool->started;
+    pool->open = 1;
+    pool->joined = 0;
     pool->generation++;
     pthread_cond_broadcast(&pool->wake);
     pthread_mutex_unlock(&pool->mu);
@@ -171,7 +179,8 @@ void el_nn_pool_run(el_nn_pool *pool, size_t ntasks, el_nn_pool_fn fn,
     drain(pool, fn, ctx, ntasks, 0);
 
     pthread_mutex_lock(&pool->mu);
-    while (pool->busy > 0)
+    pool->open = 0;
+    while (pool->joined > 0)
         pthread_cond_wait(&pool->done, &pool->mu);
     pthread_mutex_unlock(&pool->mu);
 }

@@ -14,7 +14,10 @@
  *     task must not depend on which worker runs it. Ops that reduce combine
  *     per-task (not per-worker) partial results, which keeps their results
  *     independent of the thread count.
- *  4. One run at a time: a pool is used by one thread (the backend's owner)
+ *  4. A run never waits for a sleeping worker: workers that wake after the
+ *     caller has taken the last task do not join it (on a busy machine the
+ *     caller may run everything itself).
+ *  5. One run at a time: a pool is used by one thread (the backend's owner)
  *     and a task must not call el_nn_pool_run() itself.
  */
 #ifndef EL_NN_CPU_POOL_H

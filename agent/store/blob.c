@@ -188,7 +188,8 @@ static int freeable_bytes(el_store *s, int64_t *out, el_error *err)
         s, "SELECT total(size) FROM blobs WHERE hash NOT IN "
            "(SELECT f.blob FROM adapter_files f JOIN versions v "
            "ON v.id = f.version_id WHERE v.state NOT IN "
-           "('rejected', 'rolled_back', 'retired'))",
+           "('rejected', 'rolled_back', 'retired')) "
+           "AND hash NOT IN (SELECT blob FROM outbox WHERE sent_at IS NULL)",
         INT64_MIN, INT64_MIN, 0, out, err);
 }
 
@@ -324,7 +325,8 @@ int el_store_gc(el_store *s, int64_t need_bytes, el_store_gc_stats *stats,
         goto fail;
     int64_t count = 0;
     if ((rc = el_store_query_i64(s, "SELECT count(*) FROM blobs WHERE hash NOT IN "
-                                    "(SELECT blob FROM adapter_files)",
+                                    "(SELECT blob FROM adapter_files UNION SELECT blob FROM outbox "
+                                    "WHERE sent_at IS NULL)",
                                  INT64_MIN, INT64_MIN, 0, &count, err)))
         goto fail;
     freed = el_calloc((size_t)count + 1, sizeof *freed);
@@ -333,7 +335,8 @@ int el_store_gc(el_store *s, int64_t need_bytes, el_store_gc_stats *stats,
         goto fail;
     }
     if ((rc = el_store_prepare(s, "SELECT hash, size FROM blobs WHERE hash NOT IN "
-                                  "(SELECT blob FROM adapter_files)", &st, err)))
+                                  "(SELECT blob FROM adapter_files UNION SELECT blob FROM outbox "
+                                    "WHERE sent_at IS NULL)", &st, err)))
         goto fail;
     while (n_freed < (size_t)count && sqlite3_step(st) == SQLITE_ROW) {
         snprintf(freed[n_freed].hash, 65, "%s", (const char *)sqlite3_column_text(st, 0));
@@ -343,7 +346,8 @@ int el_store_gc(el_store *s, int64_t need_bytes, el_store_gc_stats *stats,
     sqlite3_finalize(st);
     st = NULL;
     if ((rc = el_store_query_i64(s, "DELETE FROM blobs WHERE hash NOT IN "
-                                    "(SELECT blob FROM adapter_files)",
+                                    "(SELECT blob FROM adapter_files UNION SELECT blob FROM outbox "
+                                    "WHERE sent_at IS NULL)",
                                  INT64_MIN, INT64_MIN, 0, &ignored, err)))
         goto fail;
     /* samples beyond the retention limit: the oldest train samples go */

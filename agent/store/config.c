@@ -94,10 +94,17 @@ static const key_def keys[] = {
      "first retry delay after a failed sync; doubles per failure (jittered)"},
     {"sync", "backoff_cap_s", KEY_INT, OFF(sync.backoff_cap_s), "3600", 1, 1e9,
      "longest delay between failed sync attempts"},
+    {"sync", "encoding", KEY_STR, OFF(sync.encoding), "lora-delta-exact", 0, 0,
+     "device delta encoding: lora-delta-exact, or lora-delta-q8 (smaller, lossy: "
+     "the gate then judges the quantized weights)"},
     {"hub", "url", KEY_STR, OFF(hub.url), "", 0, 0,
      "hub address, e.g. https://hub.example:8443 (empty: offline)"},
     {"hub", "ca", KEY_STR, OFF(hub.ca), "", 0, 0,
      "fleet CA certificate file (PEM)"},
+    {"hub", "cert", KEY_STR, OFF(hub.cert), "", 0, 0,
+     "this device's certificate (PEM), installed by `edgeloop enroll`"},
+    {"hub", "key", KEY_STR, OFF(hub.key), "", 0, 0,
+     "this device's private key (PEM, 0600), made by `edgeloop enroll`"},
 };
 
 #define N_KEYS (sizeof keys / sizeof keys[0])

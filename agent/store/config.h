@@ -45,6 +45,7 @@ typedef struct el_store_config {
     struct {
         int64_t interval_s, outbox_max_mb;
         int64_t backoff_base_s, backoff_cap_s;   /* daemon: retry delays */
+        char encoding[EL_CONFIG_STR_MAX];        /* device deltas (device) */
     } sync;
     struct {
         int64_t min_new_samples;                 /* daemon: when to train */
@@ -53,6 +54,8 @@ typedef struct el_store_config {
     struct {
         char url[EL_CONFIG_STR_MAX];
         char ca[EL_CONFIG_STR_MAX];
+        char cert[EL_CONFIG_STR_MAX];   /* device certificate (enroll) */
+        char key[EL_CONFIG_STR_MAX];    /* device private key (enroll) */
     } hub;
     /* where each key's value came from, indexed like el_config_key_at */
     enum el_config_source source[64];

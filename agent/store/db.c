@@ -89,7 +89,8 @@ static const char migrate_v2[] =
     "CREATE INDEX samples_part ON samples(part, id);";
 
 /* Version 3: the fleet trust state (pinned root, last trusted time, highest
- * counter per release kind), persisted by the device glue (trust_state.c). */
+ * counter per release kind) and the outbox of device deltas waiting for
+ * upload, both persisted by the device glue (trust_state.c). */
 static const char migrate_v3[] =
     "CREATE TABLE trust("
     " id INTEGER PRIMARY KEY CHECK(id = 1), root BLOB,"
@@ -97,7 +98,13 @@ static const char migrate_v3[] =
     "INSERT INTO trust(id, root, root_version, last_time) VALUES(1, NULL, 0, 0);"
     "CREATE TABLE trust_counters("
     " kind TEXT PRIMARY KEY CHECK(kind IN ('adapter','base-model','policy')),"
-    " counter INTEGER NOT NULL);";
+    " counter INTEGER NOT NULL);"
+    "CREATE TABLE outbox("
+    " id INTEGER PRIMARY KEY, bundle_id TEXT NOT NULL UNIQUE,"
+    " version_id INTEGER NOT NULL REFERENCES versions(id),"
+    " blob TEXT NOT NULL, size INTEGER NOT NULL,"
+    " created_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+    " next_at INTEGER NOT NULL DEFAULT 0, sent_at INTEGER);";
 
 static const char *const migrations[] = {schema_v1, migrate_v2, migrate_v3};
 _Static_assert(sizeof migrations / sizeof migrations[0] ==

@@ -356,4 +356,47 @@ int el_store_transaction_begin(el_store *s, el_error *err);
 int el_store_transaction_commit(el_store *s, el_error *err);
 void el_store_transaction_abort(el_store *s);
 
+/* Replaces the fleet policy overrides with the N (SECTIONS[i], KEYS[i],
+ * VALUES[i]) entries of release RELEASE_ID (the bundle id), inside the
+ * caller's transaction when one is open. Each entry is checked with
+ * el_config_set first: an unknown key or a bad value is EL_EINPUT and
+ * nothing changes. The overrides apply from the next el_store_open. */
+int el_store_policy_replace(el_store *s, const char *const *sections,
+                            const char *const *keys, const char *const *values,
+                            size_t n, const char *release_id, el_error *err);
+
+/* ---- outbox (schema 3): device deltas waiting for upload ---------------- */
+
+typedef struct el_store_outbox_entry {
+    int64_t id, version_id, size, created_at, attempts, next_at, sent_at;
+    char bundle_id[65];
+    char blob[65];     /* the bundle bytes: el_store_blob_read(blob) */
+} el_store_outbox_entry;
+
+/* Queues the signed bundle BYTES (LEN) of VERSION_ID under BUNDLE_ID: the
+ * bytes become a blob (durable first), then the row commits. A bundle id
+ * already queued is a no-op (0). EL_ENOSPC when the pending outbox would
+ * exceed [sync] outbox_max_mb (nothing queued); EL_ENOTFOUND for an unknown
+ * version. */
+int el_store_outbox_add(el_store *s, int64_t version_id, const char *bundle_id,
+                        const uint8_t *bytes, size_t len, el_error *err);
+
+/* Pending entries (not sent), oldest first, in a new array the caller
+ * el_free's. *N may be 0 (*OUT NULL then). */
+int el_store_outbox_list(el_store *s, el_store_outbox_entry **out, size_t *n,
+                         el_error *err);
+
+/* 1 when VERSION_ID has an outbox row (pending or sent), else 0; negative
+ * EL_E* on failure. */
+int el_store_outbox_has(el_store *s, int64_t version_id, el_error *err);
+
+/* Marks BUNDLE_ID sent (the hub acknowledged it): its blob is freed by the
+ * next gc. EL_ENOTFOUND when not queued. */
+int el_store_outbox_sent(el_store *s, const char *bundle_id, el_error *err);
+
+/* Records a failed attempt: attempts + 1 and the next try at NEXT_AT (the
+ * caller's jittered backoff). EL_ENOTFOUND when not queued. */
+int el_store_outbox_retry(el_store *s, const char *bundle_id, int64_t next_at,
+                          el_error *err);
+
 #endif

@@ -199,3 +199,206 @@ void el_store_transaction_abort(el_store *s)
 {
     el_store_tx_abort(s);
 }
+
+int el_store_policy_replace(el_store *s, const char *const *sections,
+                            const char *const *keys, const char *const *values,
+                            size_t n, const char *release_id, el_error *err)
+{
+    el_store_config scratch;
+    el_config_defaults(&scratch);
+    for (size_t i = 0; i < n; i++) {
+        int rc = el_config_set(&scratch, sections[i], keys[i], values[i], EL_CONFIG_POLICY,
+                               "policy release", err);
+        if (rc)
+            return rc == EL_ENOTFOUND ? el_error_set(err, EL_EINPUT, "policy release: "
+                                                     "unknown key [%s] %s", sections[i],
+                                                     keys[i])
+                                      : rc;
+    }
+    int rc = el_store_begin(s, err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st = NULL;
+    if ((rc = el_store_exec(s, "DELETE FROM policy", err)))
+        goto fail;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = el_store_prepare(s, "INSERT OR REPLACE INTO policy(section, key, value, "
+                                      "release) VALUES(?1, ?2, ?3, ?4)", &st, err)))
+            goto fail;
+        sqlite3_bind_text(st, 1, sections[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, keys[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, values[i], -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, release_id, -1, SQLITE_STATIC);
+        int step = sqlite3_step(st);
+        sqlite3_finalize(st);
+        if (step != SQLITE_DONE) {
+            rc = el_store_sql_fail(s, "writing a policy override", err);
+            goto fail;
+        }
+    }
+    json_t *f = json_object();
+    json_object_set_new(f, "release", json_string(release_id));
+    json_object_set_new(f, "keys", json_integer((json_int_t)n));
+    char *text = el_store_json_take(f);
+    if (!text) {
+        rc = el_error_set(err, EL_ENOMEM, "out of memory");
+        goto fail;
+    }
+    rc = el_store_audit_append(s, "policy_installed", 0, text, err);
+    free(text);
+    if (rc)
+        goto fail;
+    return el_store_commit(s, err);
+fail:
+    el_store_tx_abort(s);
+    return rc;
+}
+
+/* ---- outbox ------------------------------------------------------------------- */
+
+int el_store_outbox_add(el_store *s, int64_t version_id, const char *bundle_id,
+                        const uint8_t *bytes, size_t len, el_error *err)
+{
+    if (!el_store_hash_valid(bundle_id))
+        return el_error_set(err, EL_EINPUT, "outbox: bad bundle id");
+    int64_t have = 0, pending = 0, exists = 0;
+    int rc = el_store_query_i64(s, "SELECT count(*) FROM versions WHERE id = ?1", version_id,
+                                INT64_MIN, 0, &exists, err);
+    if (rc)
+        return rc;
+    if (!exists)
+        return el_error_set(err, EL_ENOTFOUND, "outbox: no version %lld",
+                            (long long)version_id);
+    sqlite3_stmt *st;
+    if ((rc = el_store_prepare(s, "SELECT count(*) FROM outbox WHERE bundle_id = ?1", &st,
+                               err)))
+        return rc;
+    sqlite3_bind_text(st, 1, bundle_id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        have = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (have)
+        return 0;
+    if ((rc = el_store_query_i64(s, "SELECT total(size) FROM outbox WHERE sent_at IS NULL",
+                                 INT64_MIN, INT64_MIN, 0, &pending, err)))
+        return rc;
+    int64_t cap = s->cfg.sync.outbox_max_mb * 1024 * 1024;
+    if (pending + (int64_t)len > cap)
+        return el_error_set(err, EL_ENOSPC, "outbox: %lld pending bytes + %zu would exceed "
+                            "[sync] outbox_max_mb = %lld", (long long)pending, len,
+                            (long long)s->cfg.sync.outbox_max_mb);
+    char hash[65];
+    if ((rc = el_store_blob_put(s, bytes, len, hash, err)) || (rc = el_store_begin(s, err)))
+        return rc;
+    if ((rc = el_store_blob_record(s, hash, (int64_t)len, err)) ||
+        (rc = el_store_prepare(s, "INSERT INTO outbox(bundle_id, version_id, blob, size, "
+                                  "created_at) VALUES(?1, ?2, ?3, ?4, ?5)", &st, err)))
+        goto fail;
+    sqlite3_bind_text(st, 1, bundle_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, version_id);
+    sqlite3_bind_text(st, 3, hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, (int64_t)len);
+    sqlite3_bind_int64(st, 5, s->now);
+    int step = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (step != SQLITE_DONE) {
+        rc = el_store_sql_fail(s, "queueing a bundle", err);
+        goto fail;
+    }
+    json_t *f = json_object();
+    json_object_set_new(f, "bundle", json_string(bundle_id));
+    json_object_set_new(f, "size", json_integer((json_int_t)len));
+    char *text = el_store_json_take(f);
+    if (!text) {
+        rc = el_error_set(err, EL_ENOMEM, "out of memory");
+        goto fail;
+    }
+    rc = el_store_audit_append(s, "outbox_queued", version_id, text, err);
+    free(text);
+    if (rc)
+        goto fail;
+    return el_store_commit(s, err);
+fail:
+    el_store_tx_abort(s);
+    return rc;
+}
+
+int el_store_outbox_list(el_store *s, el_store_outbox_entry **out, size_t *n,
+                         el_error *err)
+{
+    *out = NULL;
+    *n = 0;
+    int64_t count = 0;
+    int rc = el_store_query_i64(s, "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
+                                INT64_MIN, INT64_MIN, 0, &count, err);
+    if (rc || !count)
+        return rc;
+    el_store_outbox_entry *v = el_calloc((size_t)count, sizeof *v);
+    if (!v)
+        return el_error_set(err, EL_ENOMEM, "out of memory listing the outbox");
+    sqlite3_stmt *st;
+    if ((rc = el_store_prepare(s, "SELECT id, version_id, size, created_at, attempts, "
+                                  "next_at, bundle_id, blob FROM outbox WHERE sent_at IS "
+                                  "NULL ORDER BY id", &st, err))) {
+        el_free(v);
+        return rc;
+    }
+    size_t i = 0;
+    while (i < (size_t)count && sqlite3_step(st) == SQLITE_ROW) {
+        v[i].id = sqlite3_column_int64(st, 0);
+        v[i].version_id = sqlite3_column_int64(st, 1);
+        v[i].size = sqlite3_column_int64(st, 2);
+        v[i].created_at = sqlite3_column_int64(st, 3);
+        v[i].attempts = sqlite3_column_int64(st, 4);
+        v[i].next_at = sqlite3_column_int64(st, 5);
+        snprintf(v[i].bundle_id, 65, "%s", (const char *)sqlite3_column_text(st, 6));
+        snprintf(v[i].blob, 65, "%s", (const char *)sqlite3_column_text(st, 7));
+        i++;
+    }
+    sqlite3_finalize(st);
+    *out = v;
+    *n = i;
+    return 0;
+}
+
+int el_store_outbox_has(el_store *s, int64_t version_id, el_error *err)
+{
+    int64_t c = 0;
+    int rc = el_store_query_i64(s, "SELECT count(*) FROM outbox WHERE version_id = ?1",
+                                version_id, INT64_MIN, 0, &c, err);
+    return rc ? rc : c > 0;
+}
+
+/* Runs SQL (?1 = bundle id, ?2 = NEXT) on one outbox row. */
+static int outbox_update(el_store *s, const char *sql, const char *bundle_id, int64_t next,
+                         el_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = el_store_prepare(s, sql, &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, bundle_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, next);
+    int step = sqlite3_step(st);
+    sqlite3_finalize(st);
+    if (step != SQLITE_DONE)
+        return el_store_sql_fail(s, "updating the outbox", err);
+    if (sqlite3_changes(s->db) == 0)
+        return el_error_set(err, EL_ENOTFOUND, "outbox: bundle %.16s... is not queued",
+                            bundle_id);
+    return 0;
+}
+
+int el_store_outbox_sent(el_store *s, const char *bundle_id, el_error *err)
+{
+    return outbox_update(s, "UPDATE outbox SET sent_at = ?2 WHERE bundle_id = ?1 AND "
+                            "sent_at IS NULL", bundle_id, s->now, err);
+}
+
+int el_store_outbox_retry(el_store *s, const char *bundle_id, int64_t next_at,
+                          el_error *err)
+{
+    return outbox_update(s, "UPDATE outbox SET attempts = attempts + 1, next_at = ?2 "
+                            "WHERE bundle_id = ?1 AND sent_at IS NULL", bundle_id, next_at,
+                         err);
+}

@@ -176,7 +176,10 @@ int el_store_base_register(el_store *s, const char *dir, int64_t *id, el_error *
     rc = el_store_commit(s, err);
 done:
     sqlite3_finalize(st);
-    el_store_tx_abort(s);
+    /* only on failure: after a commit the abort would end a caller's outer
+     * transaction (an import registers a base inside one) */
+    if (rc)
+        el_store_tx_abort(s);
     el_free(cfg);
     return rc;
 }
@@ -855,7 +858,8 @@ int el_store_candidate_judge(el_store *s, int64_t id, int pass, const char *reas
     rc = el_store_commit(s, err);
 done:
     sqlite3_finalize(st);
-    el_store_tx_abort(s);
+    if (rc)   /* after a commit an abort would end a caller's transaction */
+        el_store_tx_abort(s);
     free(metrics);
     free(figures);
     free(gate);

@@ -319,6 +319,30 @@ void el_fleetkit_release(el_fleetkit *f, const char *target, int64_t counter, in
     json_decref(m);
 }
 
+void el_fleetkit_release_adapter(el_fleetkit *f, const char *target, int64_t counter,
+                                 const el_delta_set *set, uint8_t **out, size_t *len,
+                                 char *id)
+{
+    el_error err;
+    uint8_t *payload;
+    size_t plen;
+    char digest[65], base[65], created[32], expires[32];
+    if (el_delta_encode(set, NULL, EL_DELTA_EXACT, &payload, &plen, &err) ||
+        el_delta_digest(set, digest, &err))
+        die("adapter release", &err);
+    el_sha256_hex("fleetkit base model", 19, base);
+    el_manifest_time_format(f->now - 60, created);
+    el_manifest_time_format(f->now + 30 * DAY, expires);
+    json_t *m = json_pack("{s:s, s:i, s:s, s:s, s:s, s:s, s:I, s:s, s:s, s:o}", "type",
+                          "release", "version", 1, "created", created, "expires", expires,
+                          "kind", "adapter", "target", target, "counter", (json_int_t)counter,
+                          "base", base, "result", digest, "payload",
+                          payload_json(payload, plen, "lora-delta-exact"));
+    sign_bundle(m, payload, plen, f->release_keys, 2, out, len, id);
+    json_decref(m);
+    el_free(payload);
+}
+
 json_t *el_fleetkit_status(el_fleetkit *f, const char *name, const char *device, int64_t seq,
                            const char *hash)
 {
@@ -379,6 +403,8 @@ int el_fleetkit_start_hub(el_fleetkit *f, const char *hub_exe, const char *const
     el_fleetkit_path(f, "root.elb", root, sizeof root);
     el_fleetkit_path(f, "hub.log", f->hub_log, sizeof f->hub_log);
     unlink(port_file);
+    if (f->hub_pid > 0)
+        el_fleetkit_stop_hub(f, SIGKILL);   /* never leave one running */
     char listen[64];
     snprintf(listen, sizeof listen, "127.0.0.1:%d", f->fixed_port);
     const char *argv[64] = {hub_exe, "serve", "--listen", listen, "--port-file",

@@ -76,6 +76,12 @@ void el_fleetkit_delta(el_fleetkit *f, const char *name, const el_delta_set *nex
 void el_fleetkit_release(el_fleetkit *f, const char *target, int64_t counter, int nsigs,
                          uint8_t **out, size_t *len, char *id);
 
+/* An adapter release of SET (lora-delta-exact from zeros, as the fleet tool
+ * ships adapters) for TARGET with COUNTER, signed by both release keys. */
+void el_fleetkit_release_adapter(el_fleetkit *f, const char *target, int64_t counter,
+                                 const el_delta_set *set, uint8_t **out, size_t *len,
+                                 char *id);
+
 /* A status report with an audit head (SEQ, HASH) signed by device NAME as
  * device id DEVICE. New reference. */
 json_t *el_fleetkit_status(el_fleetkit *f, const char *name, const char *device, int64_t seq,

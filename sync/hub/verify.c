@@ -10,6 +10,7 @@
  *     the parent of the device's next delta.
  *  3. The held root only moves forward, one version at a time, through
  *     el_trust_root_update; the TLS revocation list follows it.
+ *     Adapter releases carried as deltas are rebuilt and kept the same way.
  *  4. The hub holds no release key: it checks a release's signatures
  *     against the root's release keys, it never makes any.
  */
@@ -369,6 +370,11 @@ int el_hub_accept_release(el_hub *hub, const uint8_t *bytes, size_t len, const c
         goto out;
     }
     if ((rc = el_bundle_check_payload(&b, m.payload_sha256, m.payload_size, err)) != 0)
+        goto out;
+    /* an adapter the fleet ships becomes a known parent: devices that
+     * install it upload their next deltas against it (invariant 2) */
+    if (m.kind == EL_KIND_ADAPTER && el_delta_encoding_parse(m.payload_encoding) > 0 &&
+        (rc = rebuild_adapter(hub, &b, &m, err)) != 0)
         goto out;
     snprintf(rec->id, sizeof rec->id, "%s", b.id);
     snprintf(rec->kind, sizeof rec->kind, "%s", el_manifest_kind_name(m.kind));

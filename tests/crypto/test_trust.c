@@ -473,6 +473,26 @@ static void test_device_delta(void)
     rc = delta_decide(old, dev, FX_T0 - 10 * FX_DAY, &in, &out, &err);
     EXPECT_REFUSED(rc, err, "expired", in, out);
 
+    /* A revoked device certificate (root 2 lists its serial). */
+    el_crypto_cert_info gi;
+    CHECK_OK(el_crypto_cert_get_info(good, &gi, &err), &err);
+    json_t *rm = fx_root_manifest(&fleet, fleet.root_keys, 3, 2, 2, FX_T0 + 365 * FX_DAY);
+    json_array_append_new(json_object_get(json_object_get(rm, "root"), "revoked_serials"),
+                          json_string(gi.serial));
+    char *rh = el_json_dump_sorted(rm);
+    json_decref(rm);
+    el_manifest man;
+    el_manifest_root revoking, saved = root;
+    CHECK_OK(el_manifest_parse((const uint8_t *)rh, strlen(rh), 0, &man, &err), &err);
+    CHECK_OK(el_manifest_root_parse(&man, &revoking, &err), &err);
+    root = revoking;
+    rc = delta_decide(good, dev, FX_T0, &in, &out, &err);
+    EXPECT_REFUSED(rc, err, "revoked", in, out);
+    root = saved;
+    el_manifest_root_finish(&revoking);
+    el_manifest_finish(&man);
+    free(rh);
+
     /* Signed by another key than the certificate's. */
     el_crypto_key *other = fx_key();
     rc = delta_decide(good, other, FX_T0, &in, &out, &err);

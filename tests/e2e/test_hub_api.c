@@ -206,6 +206,30 @@ static void test_releases(el_client *admin, el_client *dev1, el_client *dev2,
     *rel_out = rel;
     *rel_len = rlen;
     el_free(weak);
+
+    /* an adapter release becomes a parent the hub knows: a device that
+     * installed it uploads its next delta against it */
+    el_delta_set fleet_adapter = {0}, local = {0};
+    el_fleetkit_adapter(&fleet_adapter, 32, 2, 0.02f, 50);
+    el_fleetkit_adapter(&local, 32, 2, 0.02f, 51);
+    uint8_t *arel, *delta;
+    size_t alen, dlen;
+    char aid[65], did[65];
+    el_fleetkit_release_adapter(&fleet, "line-a", 1, &fleet_adapter, &arel, &alen, aid);
+    el_fleetkit_delta(&fleet, "dev1", &local, &fleet_adapter, EL_DELTA_Q8, &delta, &dlen, did,
+                      NULL);
+    int created = -1;
+    rc = el_client_upload_bundle(dev1, did, delta, dlen, &created, &err);
+    CHECK(rc == EL_EPOLICY);   /* parent not known yet */
+    snprintf(target, sizeof target, "/v1/releases/%s", aid);
+    CHECK(request(admin, "PUT", target, arel, alen, NULL) == 201);
+    rc = el_client_upload_bundle(dev1, did, delta, dlen, &created, &err);
+    CHECK_OK(rc, &err);
+    CHECK(created == 1);
+    el_free(arel);
+    el_free(delta);
+    el_delta_set_finish(&fleet_adapter);
+    el_delta_set_finish(&local);
 }
 
 static void test_blobs_roots(el_client *dev1, el_client *dev2, const uint8_t *rel, size_t rlen,
@@ -253,7 +277,7 @@ static void test_admin(el_client *admin, el_client *dev1, const char *first_id)
     CHECK(request(admin, "GET", "/v1/devices/nobody", NULL, 0, NULL) == 404);
     CHECK(request(admin, "GET", "/v1/versions?device=dev-1", NULL, 0, &body) == 200);
     json_t *doc = body ? json_loads(body, 0, NULL) : NULL;
-    CHECK(json_array_size(json_object_get(doc, "versions")) == 2);
+    CHECK(json_array_size(json_object_get(doc, "versions")) == 3);
     json_decref(doc);
     el_free(body);
     snprintf(target, sizeof target, "/v1/bundles/%s", first_id);
@@ -261,8 +285,8 @@ static void test_admin(el_client *admin, el_client *dev1, const char *first_id)
     CHECK(body && strstr(body, "\"device\":\"dev-1\""));
     el_free(body);
     CHECK(request(admin, "GET", "/metrics", NULL, 0, &body) == 200);
-    CHECK(body && strstr(body, "edgeloop_hub_bundles_stored 2"));
-    CHECK(body && strstr(body, "edgeloop_hub_requests_total{route=\"bundle_put\",code=\"201\"} 2"));
+    CHECK(body && strstr(body, "edgeloop_hub_bundles_stored 3"));
+    CHECK(body && strstr(body, "edgeloop_hub_requests_total{route=\"bundle_put\",code=\"201\"} 3"));
     CHECK(body && strstr(body, "edgeloop_hub_devices_seen"));
     el_free(body);
 }

@@ -15,8 +15,10 @@ Usage: lora_train.py --model DIR --train FILE [--eval NAME=FILE]...
                      [--steps 200] [--batch 8] [--r 8] [--alpha 16]
                      [--targets q_proj,v_proj] [--lr 2e-3] [--seed 0]
                      [--seq-len N] [--pad-to-seq] [--threads N] [--out DIR]
-Prints one JSON object: {"steps", "tokens" (scored), "positions" (incl.
-padding), "seconds", "tokens_per_s", "positions_per_s", "eval": {NAME:
+Prints one JSON object: {"steps", "tokens" (scored), "seq_tokens" (BOS..EOS
+of every sequence, no padding), "positions" (incl. padding), "seconds" (the
+training loop only), "tokens_per_s", "seq_tokens_per_s", "positions_per_s",
+"eval": {NAME:
 {"before", "after", "change"}}}; --out writes the trained adapter (PEFT dir).
 """
 import argparse
@@ -53,7 +55,9 @@ def init_adapter(cfg, targets, r, alpha, seed):
 
 def train(cfg, weights, records, adapter, steps, batch, lr, seed,
           seq_len=None, pad_to_seq=False, log=None):
-    """Train adapter in place; return (scored tokens, positions, seconds)."""
+    """Train adapter in place; return (scored tokens, sequence tokens,
+    positions, seconds): sequence tokens count BOS..EOS of every sequence
+    trained on (no padding), positions include the padding."""
     params = list(adapter.tensors.values())
     for p in params:
         p.requires_grad_(True)
@@ -61,7 +65,7 @@ def train(cfg, weights, records, adapter, steps, batch, lr, seed,
                             weight_decay=0.0)
     rng = random.Random(seed)
     order = []
-    tokens = positions = 0
+    tokens = seq_tokens = positions = 0
     warmup = max(1, steps // 20)
     t0 = time.time()
     for step in range(steps):
@@ -77,6 +81,7 @@ def train(cfg, weights, records, adapter, steps, batch, lr, seed,
         (s / max(n, 1)).backward()
         opt.step()
         tokens += n
+        seq_tokens += sum(len(c[0]) for c in chunk)
         positions += batch * (seq_len if pad_to_seq else
                               max(len(c[0]) for c in chunk))
         if log and (step + 1) % 50 == 0:
@@ -84,7 +89,7 @@ def train(cfg, weights, records, adapter, steps, batch, lr, seed,
     secs = time.time() - t0
     for p in params:
         p.requires_grad_(False)
-    return tokens, positions, secs
+    return tokens, seq_tokens, positions, secs
 
 
 def save_adapter(out_dir, adapter, targets):
@@ -141,7 +146,7 @@ def main():
                                                         adapter, 32)[0]}
     log = (lambda m: print(m, file=sys.stderr, flush=True)) \
         if args.verbose else None
-    tokens, positions, secs = train(cfg, weights, records, adapter,
+    tokens, seq_tokens, positions, secs = train(cfg, weights, records, adapter,
                                     args.steps, args.batch, args.lr,
                                     args.seed, seq_len, args.pad_to_seq, log)
     for name, recs in evals.items():
@@ -150,8 +155,10 @@ def main():
         e["change"] = e["after"] / e["before"] - 1.0
     result.update({"steps": args.steps, "batch": args.batch, "r": args.r,
                    "targets": targets, "tokens": tokens,
+                   "seq_tokens": seq_tokens,
                    "positions": positions, "seconds": secs,
                    "tokens_per_s": tokens / secs,
+                   "seq_tokens_per_s": seq_tokens / secs,
                    "positions_per_s": positions / secs,
                    "threads": torch.get_num_threads()})
     if args.out:

@@ -101,7 +101,7 @@ static void test_flow(void)
     char args[1024];
     snprintf(args, sizeof args, "init --model '%s/model'", root);
     json_t *v = run_json(args, 0);
-    CHECK(json_integer_value(json_object_get(v, "schema")) == 2);
+    CHECK(json_integer_value(json_object_get(v, "schema")) == 3);
     json_decref(v);
 
     /* config: every key, defaults until the file sets one */

@@ -249,6 +249,7 @@ static double diff(const float *x, const float *ref, size_t n)
 
 typedef struct result {
     double blas, cpu;           /* GFLOP/s, < 0: failed */
+    double ratio;               /* median of paired raw/cpu times, < 0: none */
     double vk[2];               /* per variant; < 0: failed or absent */
     int cpu_wrong, vk_wrong[2];
     char vk_error[2][EL_ERROR_MSG_MAX];
@@ -259,14 +260,25 @@ static double gflops(const bench_case *c, double seconds)
     return 2.0 * c->M * c->N * (double)c->K / seconds * 1e-9;
 }
 
-/* Best-of timing of raw OpenBLAS and the cpu backend, alternated. */
+#define MAX_PAIRS 512
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Best-of timing of raw OpenBLAS and the cpu backend, run as pairs back to
+ * back (which one goes first alternates). The cpu/blas ratio is the median
+ * over pairs of raw time / cpu time: both halves of a pair see about the
+ * same load, so the ratio is steadier than the ratio of two best-ofs. */
 static void time_cpu(const options *o, const bench_case *c, bench_backend *cpu,
                      const float *A, const float *B, float *Cref, float *Cout,
                      result *r)
 {
     el_error err = {0};
     size_t nc = (size_t)c->M * c->N;
-    r->blas = r->cpu = -1;
+    r->blas = r->cpu = r->ratio = -1;
     if (bb_setup(cpu, c, A, B, &err)) {
         fprintf(stderr, "matmul: cpu backend: %s\n", err.msg);
         bb_release(cpu);
@@ -275,18 +287,30 @@ static void time_cpu(const options *o, const bench_case *c, bench_backend *cpu,
     /* warm-up (page faults, OpenBLAS buffers), and the reference result */
     raw_sgemm(c, A, B, Cref);
     double best_raw = 1e30, best_cpu = 1e30, spent = 0;
+    double ratios[MAX_PAIRS];
+    int npairs = 0;
     int ok = bb_time(cpu, c, &err) >= 0;
-    for (int rep = 0; ok && (rep < 3 || spent < o->min_time); rep++) {
+    for (int rep = 0; ok && (rep < 3 || spent < o->min_time) && rep < MAX_PAIRS; rep++) {
+        double tc = 0, traw;
+        if (rep % 2)
+            tc = bb_time(cpu, c, &err);
         double t0 = now();
         raw_sgemm(c, A, B, Cref);
-        double t1 = now();
-        best_raw = fmin(best_raw, t1 - t0);
-        double tc = bb_time(cpu, c, &err);
+        traw = now() - t0;
+        if (rep % 2 == 0)
+            tc = bb_time(cpu, c, &err);
         ok = tc >= 0;
-        best_cpu = fmin(best_cpu, tc);
-        spent += t1 - t0 + tc;
-        if (rep >= 500)
+        if (!ok)
             break;
+        best_raw = fmin(best_raw, traw);
+        best_cpu = fmin(best_cpu, tc);
+        ratios[npairs++] = traw / tc;
+        spent += traw + tc;
+    }
+    if (npairs) {
+        qsort(ratios, (size_t)npairs, sizeof ratios[0], cmp_double);
+        r->ratio = npairs % 2 ? ratios[npairs / 2]
+                              : 0.5 * (ratios[npairs / 2 - 1] + ratios[npairs / 2]);
     }
     r->blas = gflops(c, best_raw);
     if (!ok) {
@@ -444,7 +468,9 @@ int main(int argc, char **argv)
     int blas_threads = openblas_get_num_threads();
 
     if (!o.json) {
-        printf("edgeloop matmul bench (GFLOP/s, best of >= 3 runs after a warm-up)\n");
+        printf("edgeloop matmul bench: GFLOP/s, the best of the timed runs after a "
+               "warm-up\n(>= 3 runs and >= %g s of runs per figure); cpu/blas: the median "
+               "over back-to-back\npairs of runs of openblas time / cpu time\n", o.min_time);
         char load[64];
         load_average(load, sizeof load);
         printf("cpu:      %s, %d usable cores, load average %s (1/5/15 min)\n", model, cores,
@@ -501,8 +527,8 @@ int main(int argc, char **argv)
             char cells[4][48];
             fmt_cell(cells[0], sizeof cells[0], r.blas, 0);
             fmt_cell(cells[1], sizeof cells[1], r.cpu, r.cpu_wrong);
-            if (r.blas > 0 && r.cpu > 0)
-                snprintf(cells[2], sizeof cells[2], "%.0f%%", 100.0 * r.cpu / r.blas);
+            if (r.ratio > 0)
+                snprintf(cells[2], sizeof cells[2], "%.0f%%", 100.0 * r.ratio);
             else
                 snprintf(cells[2], sizeof cells[2], "-");
             printf("%-16s %-3s %5d %5d %5d %9s %9s %8s", c->name, layout_name(c->layout),
@@ -517,10 +543,13 @@ int main(int argc, char **argv)
                     printf("  vulkan %s: %s\n", variants[v], r.vk_error[v]);
             fflush(stdout);
         }
-        json_t *jr = json_pack("{s:s, s:s, s:i, s:i, s:i, s:o, s:o, s:b}", "case", c->name,
-                               "layout", layout_name(c->layout), "M", c->M, "N", c->N,
-                               "K", c->K, "openblas_gflops", num_or_null(r.blas),
-                               "cpu_gflops", num_or_null(r.cpu), "cpu_wrong", r.cpu_wrong);
+        json_t *jr = json_pack("{s:s, s:s, s:i, s:i, s:i, s:o, s:o, s:o, s:b}", "case",
+                               c->name, "layout", layout_name(c->layout), "M", c->M, "N",
+                               c->N, "K", c->K, "openblas_gflops", num_or_null(r.blas),
+                               "cpu_gflops", num_or_null(r.cpu), "cpu_vs_openblas_median",
+                               r.ratio < 0 ? json_null()
+                                           : json_real(round(r.ratio * 1000) / 1000),
+                               "cpu_wrong", r.cpu_wrong);
         json_t *jv = json_object();
         for (int v = 0; v < nvariants && vk[v].be; v++) {
             json_object_set_new(jv, variants[v], num_or_null(r.vk[v]));

@@ -6,7 +6,7 @@ targets and thread count):
   edgeloop cpu     `edgeloop train ... --backend cpu --json`
   edgeloop vulkan  `edgeloop train ... --backend vulkan --json`
   pytorch          tests/ref/lora_train.py (the same LoRA training in plain
-                   PyTorch, CPU, fixed-shape batches padded to --seq-len)
+                   PyTorch, CPU, each batch padded to its longest sequence)
 Each is run under `/usr/bin/time -v` for the peak RSS. Each side also reports
 which BLAS it runs on and a plain sgemm GFLOP/s through that BLAS, so a
 crippled baseline (reference BLAS, one thread) is visible in the output:
@@ -165,7 +165,7 @@ def run_edgeloop(args, backend, steps, tmp):
            args.data, "--out", out, "--steps", str(steps), "--batch",
            str(args.batch), "--seq-len", str(args.seq_len), "--rank",
            str(args.rank), "--targets", args.targets, "--backend", backend,
-           "--json"]
+           "--threads", str(args.threads), "--json"]
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(args.threads),
                OMP_NUM_THREADS=str(args.threads))
     rc, so, se, secs, rss = timed(cmd, env, args.timeout)
@@ -219,7 +219,7 @@ def run_torch(args):
     cmd = [PY, os.path.join(ROOT, "tests", "ref", "lora_train.py"),
            "--model", args.model, "--train", args.data, "--steps",
            str(args.steps), "--batch", str(args.batch), "--seq-len",
-           str(args.seq_len), "--pad-to-seq", "--r", str(args.rank),
+           str(args.seq_len), "--r", str(args.rank),
            "--targets", args.targets, "--threads", str(args.threads)]
     rc, so, se, secs, rss = timed(cmd, env, args.timeout)
     col.update({"command": " ".join(cmd), "wall_s": secs, "max_rss_kib": rss,
@@ -229,9 +229,10 @@ def run_torch(args):
         col["unavailable"] = f"exit {rc}: " + \
             ((se.strip().splitlines() or ["?"])[-1])
         return col
-    col["tokens_per_s"] = res["positions_per_s"]
-    col["rate_field"] = "positions_per_s (incl. padding, training loop only)"
-    col["scored_tokens_per_s"] = res["tokens_per_s"]
+    col["tokens_per_s"] = res["seq_tokens_per_s"]
+    col["rate_field"] = ("seq_tokens_per_s (BOS..EOS tokens, no padding; "
+                         "training loop only)")
+    col["positions_per_s"] = res["positions_per_s"]
     col["result"] = res
     return col
 
@@ -298,9 +299,11 @@ def main():
               f"{fmt(c.get('wall_s'), '8.1f')} "
               f"{fmt(rss / 1024 if rss else None, '11.1f')} "
               f"{fmt(c.get('sgemm_gflops'), '10.1f')}")
-    print("\ntokens/s counts every position of the fixed-shape batches "
-          "(batch x seq-len, padding included) for pytorch; for edgeloop it "
-          "is the figure `--json` reports (field named below).")
+    print("\ntokens/s = sequence tokens (BOS..EOS, padding not counted) "
+          "trained per second of the training loop (startup and model "
+          "loading excluded). edgeloop pads each batch to a length bucket "
+          "(L/4, L/2, L); pytorch pads to the longest sequence of the batch, "
+          "which does no more padded work than the buckets.")
     for c in cols:
         print(f"\n[{c['name']}]")
         if "unavailable" in c:

@@ -593,6 +593,7 @@ static int cmd_root(int argc, char **argv, int rotate)
     }
     b.header = (const uint8_t *)header;
     b.header_len = strlen(header);
+    el_sha256_hex(b.header, b.header_len, b.id);
     el_manifest_key new_ids[EL_MANIFEST_KEYS_MAX];
     for (int i = 0; i < rk.n; i++)
         el_crypto_key_id(rk.keys[i], new_ids[i].id, &err);
