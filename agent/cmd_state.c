@@ -130,8 +130,9 @@ static const char init_help[] =
     "Creates the state directory (default $EDGELOOP_STATE or /var/lib/edgeloop):\n"
     "edgeloop.conf with documented defaults (kept if it exists), registry.db and\n"
     "blobs/. Registers the base model in DIR (config.json + model.safetensors):\n"
-    "its hash covers both files; the model stays where it is (its path is\n"
-    "recorded). Running init again with another model registers that one too.\n";
+    "its hash is the SHA-256 of model.safetensors (the \"base\" releases name);\n"
+    "the model stays where it is (its path is recorded). Running init again\n"
+    "with another model registers that one too.\n";
 
 int el_cmd_init(int argc, char **argv)
 {

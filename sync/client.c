@@ -24,6 +24,7 @@ struct el_client {
     el_tls_conn *conn;
     int resumed;
     el_http_conn http;
+    int64_t hub_time;   /* "time" of the last status/releases answer, 0 = none */
 };
 
 static long io_read(void *io, void *buf, size_t len, el_error *err)
@@ -81,6 +82,20 @@ void el_client_destroy(el_client *c)
     el_client_disconnect(c);
     el_tls_ctx_destroy(c->tls);
     el_free(c);
+}
+
+int64_t el_client_hub_time(const el_client *c)
+{
+    return c->hub_time;
+}
+
+/* Remembers the "time" member of an answer DOC from the hub, when it is a
+ * positive integer; anything else leaves the last value alone. */
+static void note_hub_time(el_client *c, const json_t *doc)
+{
+    json_t *t = json_object_get(doc, "time");
+    if (json_is_integer(t) && json_integer_value(t) > 0)
+        c->hub_time = (int64_t)json_integer_value(t);
 }
 
 int el_client_last_resumed(const el_client *c)
@@ -192,6 +207,13 @@ int el_client_post_status(el_client *c, const json_t *status, el_error *err)
     free(text);
     if (!rc && resp.status != 200)
         rc = status_error(&resp, "status", err);
+    if (!rc) {
+        /* the answer is only read for its time: a hub that sends none (or
+         * an unparsable body) still took the report */
+        json_t *doc = el_json_parse(resp.body, resp.body_len, 1 << 16, "status answer", NULL);
+        note_hub_time(c, doc);
+        json_decref(doc);
+    }
     el_http_msg_finish(&resp);
     return rc;
 }
@@ -210,6 +232,49 @@ int el_client_releases(el_client *c, int64_t since, json_t **out, el_error *err)
         *out = el_json_parse(resp.body, resp.body_len, c->opts.body_max, "releases", err);
         if (!*out)
             rc = EL_EINPUT;
+        else
+            note_hub_time(c, *out);
+    }
+    el_http_msg_finish(&resp);
+    return rc;
+}
+
+int el_client_get_json(el_client *c, const char *target, json_t **out, el_error *err)
+{
+    *out = NULL;
+    el_http_msg resp;
+    el_http_msg_init(&resp);
+    int rc = el_client_request(c, "GET", target, NULL, NULL, 0, &resp, err);
+    if (!rc && resp.status != 200)
+        rc = status_error(&resp, target, err);
+    if (!rc) {
+        *out = el_json_parse(resp.body, resp.body_len, c->opts.body_max, target, err);
+        if (!*out)
+            rc = EL_EINPUT;
+    }
+    el_http_msg_finish(&resp);
+    return rc;
+}
+
+int el_client_put_release(el_client *c, const char *id, const uint8_t *bytes, size_t len,
+                          json_t **answer, int *created, el_error *err)
+{
+    char target[160];
+    *answer = NULL;
+    if (strlen(id) != EL_SHA256_HEX_LEN)
+        return el_error_set(err, EL_EUSAGE, "release id must be 64 hex characters");
+    snprintf(target, sizeof target, "/v1/releases/%s", id);
+    el_http_msg resp;
+    el_http_msg_init(&resp);
+    int rc = el_client_request(c, "PUT", target, NULL, bytes, len, &resp, err);
+    if (!rc && resp.status != 200 && resp.status != 201)
+        rc = status_error(&resp, "release", err);
+    if (!rc) {
+        *answer = el_json_parse(resp.body, resp.body_len, 1 << 16, "release answer", err);
+        if (!*answer)
+            rc = EL_EINPUT;
+        else if (created)
+            *created = resp.status == 201;
     }
     el_http_msg_finish(&resp);
     return rc;

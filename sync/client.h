@@ -1,4 +1,5 @@
-/* The hub API client used by devices (and by tests and the load bench).
+/* The hub API client used by devices, by edgeloop-fleet (admin routes) and
+ * by tests and the load bench.
  *
  * It speaks the /v1 JSON API over mutual TLS with session resumption and
  * keeps one connection alive between calls, reconnecting once when the hub
@@ -58,9 +59,27 @@ int el_client_upload_bundle(el_client *c, const char *id, const uint8_t *bytes,
 /* POST /v1/status with STATUS (borrowed). */
 int el_client_post_status(el_client *c, const json_t *status, el_error *err);
 
+/* The hub's clock (Unix seconds) from the "time" member of the last status
+ * or releases answer, or 0 when no answer carried one. It came over the
+ * mutually authenticated connection, so a device may move its last trusted
+ * time forward with it (DESIGN.md "Trust and sync"); never backward. */
+int64_t el_client_hub_time(const el_client *c);
+
 /* GET /v1/releases?since=SINCE. *OUT is the hub's answer (a new reference:
  * {"releases": [...], "next": SEQ}). */
 int el_client_releases(el_client *c, int64_t since, json_t **out, el_error *err);
+
+/* GET TARGET (a path with its query) that answers JSON: the fleet
+ * manager's admin routes (/v1/devices, /v1/bundles/ID, /v1/versions).
+ * *OUT is a new reference, NULL on failure. */
+int el_client_get_json(el_client *c, const char *target, json_t **out, el_error *err);
+
+/* PUT /v1/releases/ID (admin certificate): publishes a signed release.
+ * *ANSWER is the hub's answer (new reference: {"id", "seq", "blob",
+ * "created"}), NULL on failure; *CREATED (may be NULL) is 1 when the hub
+ * stored it now, 0 when it held it already. Safe to retry. */
+int el_client_put_release(el_client *c, const char *id, const uint8_t *bytes, size_t len,
+                          json_t **answer, int *created, el_error *err);
 
 /* GET /v1/root/VERSION into a new buffer (*OUT, *LEN; caller el_free's). */
 int el_client_fetch_root(el_client *c, int64_t version, uint8_t **out, size_t *len,

@@ -5,10 +5,14 @@
  *     signed by the device key (which stays in the state directory) and
  *     names the base by the fleet's hash, so el_trust_device_delta with the
  *     fleet root and CA is all a receiver needs.
- *  2. "result" is what the receiver rebuilds: the delta is decoded and
- *     applied to the parent here too and the digest taken from that, so
- *     sender and receiver agree on the bytes even where fp32 subtraction
- *     and addition do not round-trip.
+ *  2. "result" is what the receiver rebuilds, and it is the adapter the
+ *     registry holds: the delta is decoded and applied to the parent here
+ *     too, and the rebuild's digest must equal the stored adapter's (train
+ *     stores a rebuild that is a fixed point of the configured encoding,
+ *     device.c requantize). When a lossy encoding still moves a row, the
+ *     bundle uses lora-delta-exact instead, whose rebuild of a stored
+ *     rebuild is the identity; a mismatch there is refused (EL_EINTERNAL),
+ *     never sent.
  *  3. The file is written atomically; nothing is written on failure.
  */
 #include <stdio.h>
@@ -75,12 +79,30 @@ int el_device_bundle_export(el_store *s, int64_t version_id, const char *out_pat
                           "lora-delta-q8", el_store_get_config(s)->sync.encoding);
         goto done;
     }
-    if ((rc = el_delta_encode(&next, v.parent_id ? &parent : NULL, encoding, &payload,
-                              &plen, err)) ||
-        (rc = el_delta_decode(payload, plen, &lim, &delta, &got, err)) ||
-        (rc = el_delta_apply(v.parent_id ? &parent : NULL, &delta, &rebuilt, err)) ||
-        (rc = el_delta_digest(&rebuilt, r->result, err)))
+    char stored[65];
+    if ((rc = el_delta_digest(&next, stored, err)))
         goto done;
+    for (;;) {
+        if ((rc = el_delta_encode(&next, v.parent_id ? &parent : NULL, encoding, &payload,
+                                  &plen, err)) ||
+            (rc = el_delta_decode(payload, plen, &lim, &delta, &got, err)) ||
+            (rc = el_delta_apply(v.parent_id ? &parent : NULL, &delta, &rebuilt, err)) ||
+            (rc = el_delta_digest(&rebuilt, r->result, err)))
+            goto done;
+        if (!strcmp(r->result, stored))
+            break;
+        /* invariant 2: the rebuild must be the registry's adapter */
+        if (encoding == EL_DELTA_EXACT) {
+            rc = el_error_set(err, EL_EINTERNAL, "version %lld: its exact delta does not "
+                              "rebuild the stored adapter", (long long)version_id);
+            goto done;
+        }
+        encoding = EL_DELTA_EXACT;
+        el_free(payload);
+        payload = NULL;
+        el_delta_set_finish(&delta);
+        el_delta_set_finish(&rebuilt);
+    }
     snprintf(path, sizeof path, "%s/%s", el_store_dir(s), EL_DEVICE_CERT_FILE);
     if ((rc = el_crypto_cert_load(path, &cert, err)))
         goto done;

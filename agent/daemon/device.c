@@ -17,6 +17,11 @@
  *     on every path.
  *  4. The verdict is recorded before activation; a crash between the two
  *     leaves a judged candidate that `edgeloop activate ID` can finish.
+ *  5. The recorded adapter is what the hub will rebuild from this version's
+ *     delta (parent + decoded delta, sync/delta.h, in the configured
+ *     encoding), and it is what the gate judged (requantize). The private
+ *     directory (train-work.PID) of a killed run is removed by the next
+ *     el_store_open once PID is gone.
  *
  * Transitions performed here: (none) -> candidate (el_store_candidate_create),
  * candidate -> rejected or judged-pass (el_store_candidate_judge),
@@ -239,6 +244,8 @@ static void plasticity(const el_lora *lora, const float *p0, const float *p1,
 
 /* ---- what is gated is what is synced ---------------------------------------- */
 
+#define REQUANTIZE_ROUNDS 4
+
 /* Adds every A and B matrix of PARAMS to SET under its PEFT key. */
 static int lora_set(const el_lora *lora, const float *params, el_delta_set *set,
                     el_error *err)
@@ -259,15 +266,21 @@ static int lora_set(const el_lora *lora, const float *params, el_delta_set *set,
     return rc;
 }
 
-/* With a lossy delta encoding, replaces the trained parameters by parent +
- * decoded(encode(trained - parent)), the adapter every receiver rebuilds,
- * and re-attaches them to the model, so the gate judges exactly what will
- * be synced (DESIGN.md "Policies"). PARENT is the parent version's
- * parameters, or NULL when the version has none (its delta is from zeros,
- * not from the fresh PEFT init). */
+/* Replaces the trained parameters by parent + decoded(encode(trained -
+ * parent)) with sync/delta.h, the adapter every receiver rebuilds (hub
+ * included), and re-attaches them to the model, so the gate judges and the
+ * registry stores exactly what will be synced (DESIGN.md "Policies", "device
+ * and hub hold bit-identical weights"). Done for every encoding: even the
+ * exact one goes through fp32 subtraction and addition. PARENT is the parent
+ * version's parameters, or NULL when the version has none (its delta is from
+ * zeros, not from the fresh PEFT init). *CHANGED is set to 1 when any
+ * parameter changed, 0 when the parameters already were a rebuild of
+ * themselves (the fixed point delta_export.c relies on). Returns 0 or a
+ * negative EL_E*; on failure the parameters may be partly replaced. */
 static int requantize(el_llama *model, el_lora *lora, const float *parent, int encoding,
-                      el_error *err)
+                      int *changed, el_error *err)
 {
+    *changed = 0;
     el_delta_set next = {0}, base = {0}, delta = {0}, rebuilt = {0};
     el_delta_limits lim;
     el_delta_limits_default(&lim);
@@ -287,11 +300,13 @@ static int requantize(el_llama *model, el_lora *lora, const float *parent, int e
             el_nn_lora_key(sl, is_b, key, sizeof key);
             const el_delta_tensor *t = el_delta_set_find(&rebuilt, key);
             size_t n = (size_t)lora->cfg.rank * (size_t)(is_b ? sl->out : sl->in);
-            if (!t || t->count != n)
+            float *dst = lora->params + (is_b ? sl->b_off : sl->a_off);
+            if (!t || t->count != n) {
                 rc = el_error_set(err, EL_EINTERNAL, "requantized adapter lacks %s", key);
-            else
-                memcpy(lora->params + (is_b ? sl->b_off : sl->a_off), t->data,
-                       n * sizeof(float));
+            } else if (memcmp(dst, t->data, n * sizeof(float))) {
+                memcpy(dst, t->data, n * sizeof(float));
+                *changed = 1;
+            }
         }
     }
     if (!rc)
@@ -694,9 +709,15 @@ int el_device_train(el_store *s, const el_device_train_opts *o,
     r->steps = tr.steps;
     r->train_loss_first = tr.first_loss;
     r->train_loss_last = tr.last_loss;
-    if (encoding != EL_DELTA_EXACT &&
-        (rc = requantize(x.model, x.lora, r->parent_id ? x.p0 : NULL, encoding, err)))
-        goto done;
+    /* A lossy rebuild is not always a fixed point of another encode/decode
+     * round (q8 rows re-quantize to other scales now and then); a few rounds
+     * almost always reach one, so the export's own round reproduces these
+     * weights. delta_export.c checks, and falls back to the exact encoding
+     * when a row still moves. */
+    for (int round = 0, changed = 1; changed && round < REQUANTIZE_ROUNDS; round++)
+        if ((rc = requantize(x.model, x.lora, r->parent_id ? x.p0 : NULL, encoding,
+                             &changed, err)))
+            goto done;
     if ((rc = eval_loss(x.model, x.holdout_ds, NULL, 0, &r->holdout_after, NULL, err)) ||
         (rc = eval_loss(x.model, x.anchor_ds, NULL, 0, &r->anchor_after, NULL, err)) ||
         (rc = eval_loss(x.model, x.probe_ds, NULL, 0, &probe_new, NULL, err)) ||

@@ -63,10 +63,12 @@ typedef struct el_device_train_result {
  * max_forget and records the verdict. On a pass it activates the candidate
  * (probation) and runs the probe health check against the previous version.
  *
- * What is gated is what is synced: with [sync] encoding = lora-delta-q8
- * (lossy) the trained weights are first replaced by parent + decoded delta
- * (from zeros when the version has no parent) and evaluated, recorded and
- * exported as such; lora-delta-exact (the default) keeps them as trained.
+ * What is gated is what is synced: the trained weights are first replaced
+ * by parent + decoded delta in the [sync] encoding (from zeros when the
+ * version has no parent), the adapter the hub rebuilds, and evaluated,
+ * recorded and exported as such. For lora-delta-q8 that is the 8-bit
+ * rounding; for lora-delta-exact (the default) the fp32 subtraction and
+ * addition, which need not give back the trained values bit for bit.
  *
  * Returns 0 with *R filled when the gate passed (whether or not activation
  * was possible: see R->activated / R->activate_error); EL_EPOLICY tagged

@@ -9,7 +9,8 @@
 #include "sync/delta.h"
 
 /* The hash releases and deltas name a base by: SHA-256 of model.safetensors
- * of base BASE_ID's registered directory (the fleet tool's convention). */
+ * (the fleet tool's convention), as the registry recorded it for BASE_ID.
+ * Returns 0 or EL_ENOTFOUND. */
 int el_device_base_hash(el_store *s, int64_t base_id, char hash[65], el_error *err);
 
 /* Reads a PEFT adapter_model.safetensors at PATH into SET (caller-owned,

@@ -17,8 +17,8 @@
  *     Any failure aborts the transaction: registry and trust state are as
  *     before, and blob files without rows are gc's leftovers.
  *  4. The base hash a release names is SHA-256 of the base's
- *     model.safetensors (the fleet tool's convention), computed from the
- *     registered base model directory.
+ *     model.safetensors (the fleet tool's convention), which is the hash the
+ *     registry records for a base (store.h): one definition everywhere.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +30,6 @@
 #include "base/alloc.h"
 #include "base/fs.h"
 #include "base/safetensors.h"
-#include "base/sha256.h"
 #include "daemon/device.h"
 #include "daemon/device_internal.h"
 #include "sync/bundle.h"
@@ -41,38 +40,9 @@
 #define IMPORT_MAX ((size_t)1 << 30)
 #define POLICY_KEYS_MAX 64
 
-/* SHA-256 hex of FILE, streamed. */
-static int file_sha256(const char *path, char out[65], el_error *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return el_error_set(err, EL_ENOTFOUND, "%s: cannot open", path);
-    el_sha256_ctx ctx;
-    el_sha256_init(&ctx);
-    uint8_t buf[65536];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        el_sha256_update(&ctx, buf, n);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad)
-        return el_error_set(err, EL_EIO, "%s: read error", path);
-    uint8_t h[EL_SHA256_LEN];
-    el_sha256_final(&ctx, h);
-    for (int i = 0; i < EL_SHA256_LEN; i++)
-        snprintf(out + 2 * i, 3, "%02x", h[i]);
-    return 0;
-}
-
 int el_device_base_hash(el_store *s, int64_t base_id, char hash[65], el_error *err)
 {
-    char dir[4096], path[4200];
-    int rc = el_store_base_path(s, base_id, dir, sizeof dir, err);
-    if (rc)
-        return rc;
-    if (el_fs_join(path, sizeof path, dir, "model.safetensors"))
-        return el_error_set(err, EL_EINPUT, "%s: path too long", dir);
-    return file_sha256(path, hash, err);
+    return el_store_base_hash(s, base_id, hash, err);
 }
 
 /* The current base's id and hash (invariant 4). */

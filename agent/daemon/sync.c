@@ -378,6 +378,26 @@ static int sync_releases(el_store *s, el_client *c, el_daemon_sync_result *r, el
     return 0;
 }
 
+/* Moves the last trusted time forward to HUB_TIME, the clock the hub sent
+ * over the mutually authenticated connection, so a device whose clock was
+ * set back still refuses what expired (DESIGN.md "Trust and sync"). Never
+ * backward: an older hub time changes nothing. No audit row: this happens at
+ * every sync and is a clock reading, not a decision. Returns 0 or the
+ * store's error. */
+static int advance_trusted_time(el_store *s, int64_t hub_time, el_error *err)
+{
+    el_store_trust t = {0};
+    int rc = el_store_trust_get(s, &t, err);
+    if (rc)
+        return rc;
+    if (hub_time > t.last_time) {
+        t.last_time = hub_time;
+        rc = el_store_trust_set(s, &t, NULL, err);
+    }
+    el_store_trust_finish(&t);
+    return rc;
+}
+
 int el_daemon_sync(el_store *s, el_daemon_sync_result *r, el_error *err)
 {
     memset(r, 0, sizeof *r);
@@ -437,6 +457,8 @@ int el_daemon_sync(el_store *s, el_daemon_sync_result *r, el_error *err)
     if ((rc = upload_outbox(s, c, r, err)) || (rc = el_client_post_status(c, status, err)))
         goto out;
     r->status_posted = 1;
+    if ((rc = advance_trusted_time(s, el_client_hub_time(c), err)))
+        goto out;
     el_agent_log(EL_LOG_INFO, "sync.status", "hub=%s", cfg->hub.url);
     if ((rc = sync_roots(s, c, r, err)) || (rc = sync_releases(s, c, r, err)))
         goto out;

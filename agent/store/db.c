@@ -15,12 +15,18 @@
  *     the version's crash counter goes up (boot counting, RAUC/Mender
  *     style). The counting and probation expiry run at every open, before
  *     the caller does anything else.
+ *  4. A command's scratch folder or file in the state directory is named
+ *     after its process (train-work.PID, bundle-work.PID, import-work.PID,
+ *     outbox-work.PID.elb; see daemon/). At open, those of pids that are no
+ *     longer alive (a crash or kill -9 mid-command) are removed; those of
+ *     live processes are never touched.
  */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -106,7 +112,13 @@ static const char migrate_v3[] =
     " created_at INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
     " next_at INTEGER NOT NULL DEFAULT 0, sent_at INTEGER);";
 
-static const char *const migrations[] = {schema_v1, migrate_v2, migrate_v3};
+/* Version 4: a base's hash becomes SHA-256 of its model.safetensors alone
+ * (what releases and deltas name as "base"), no longer of config.json +
+ * model.safetensors. No SQL change: rehash_bases() recomputes every row
+ * from its recorded path in the migration's transaction. */
+static const char migrate_v4[] = "";
+
+static const char *const migrations[] = {schema_v1, migrate_v2, migrate_v3, migrate_v4};
 _Static_assert(sizeof migrations / sizeof migrations[0] ==
                    EL_STORE_SCHEMA_VERSION,
                "one migration per schema version");
@@ -221,9 +233,88 @@ const char *el_store_dir(const el_store *s)
     return s->dir;
 }
 
+/* The device's wall clock: time(NULL), or $EDGELOOP_NOW (Unix seconds)
+ * when set, so tests can set the clock back or forward. This is the one
+ * place the device reads the clock for the state it opens. */
+static int64_t clock_now(void)
+{
+    const char *v = getenv("EDGELOOP_NOW");
+    char *end;
+    long long t = v && *v ? strtoll(v, &end, 10) : 0;
+    if (v && *v && !*end && t > 0)
+        return (int64_t)t;
+    return (int64_t)time(NULL);
+}
+
 int64_t el_store_now(const el_store *s)
 {
     return s->now;
+}
+
+/* Migration to version 4: recomputes bases.hash from each recorded path.
+ * A base whose model.safetensors is gone cannot be rehashed; the database is
+ * then refused (left at version 3) with the path to restore, rather than
+ * keeping a hash no release or delta would ever match. Runs inside the
+ * migration's transaction. Returns 0 or a negative EL_E*. */
+static int rehash_bases(el_store *s, el_error *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = el_store_prepare(s, "SELECT id, path FROM bases ORDER BY id", &st, err);
+    if (rc)
+        return rc;
+    int64_t *ids = NULL;
+    char (*hashes)[65] = NULL;
+    size_t n = 0, cap = 0;
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 8;
+            int64_t *ni = el_realloc(ids, cap * sizeof *ids);
+            if (ni)
+                ids = ni;
+            char (*nh)[65] = ni ? el_realloc(hashes, cap * sizeof *hashes) : NULL;
+            if (!nh) {
+                rc = el_error_set(err, EL_ENOMEM, "out of memory");
+                goto done;
+            }
+            hashes = nh;
+        }
+        const char *path = (const char *)sqlite3_column_text(st, 1);
+        ids[n] = sqlite3_column_int64(st, 0);
+        if ((rc = el_store_base_hash_file(path ? path : "", hashes[n], err))) {
+            el_error_prefix(err, "base model %lld: cannot recompute its hash (SHA-256 of "
+                            "model.safetensors) for schema 4; restore %s and run again",
+                            (long long)ids[n], path ? path : "?");
+            goto done;
+        }
+        n++;
+    }
+    if (step != SQLITE_DONE) {
+        rc = el_store_sql_fail(s, "reading base models", err);
+        goto done;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if ((rc = el_store_prepare(s, "UPDATE bases SET hash = ?1 WHERE id = ?2", &st, err)))
+            goto done;
+        sqlite3_bind_text(st, 1, hashes[i], -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, ids[i]);
+        step = sqlite3_step(st);
+        sqlite3_finalize(st);
+        st = NULL;
+        if (step != SQLITE_DONE) {
+            rc = el_error_set(err, EL_EINPUT, "base model %lld: its model.safetensors "
+                              "(%.16s...) is also another registered base's; remove one "
+                              "of them", (long long)ids[i], hashes[i]);
+            goto done;
+        }
+    }
+done:
+    sqlite3_finalize(st);
+    el_free(ids);
+    el_free(hashes);
+    return rc;
 }
 
 static int migrate(el_store *s, el_error *err)
@@ -248,6 +339,7 @@ static int migrate(el_store *s, el_error *err)
         char set[64];
         snprintf(set, sizeof set, "PRAGMA user_version = %lld", (long long)(v + 1));
         if ((rc = el_store_exec(s, migrations[v], err)) ||
+            (v + 1 == 4 && (rc = rehash_bases(s, err))) ||
             (rc = el_store_exec(s, set, err)) || (rc = el_store_commit(s, err))) {
             el_store_tx_abort(s);
             return el_error_prefix(err, "migrating the registry to schema %lld",
@@ -370,6 +462,63 @@ fail:
     return rc;
 }
 
+/* Removes PATH and what is under it, DEPTH levels deep at most; a failure
+ * leaves the rest for the next open. */
+static void remove_tree(const char *path, int depth)
+{
+    struct stat sb;
+    if (lstat(path, &sb))
+        return;
+    if (!S_ISDIR(sb.st_mode)) {
+        unlink(path);
+        return;
+    }
+    DIR *d = depth > 0 ? opendir(path) : NULL;
+    if (d) {
+        struct dirent *e;
+        char sub[PATH_MAX];
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+                continue;
+            if (!el_fs_join(sub, sizeof sub, path, e->d_name))
+                remove_tree(sub, depth - 1);
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+/* Invariant 4: work folders of processes that died mid-command. */
+static void clean_work_dirs(el_store *s)
+{
+    static const struct {
+        const char *prefix, *suffix;
+    } names[] = {{"train-work.", ""}, {"bundle-work.", ""}, {"import-work.", ""},
+                 {"outbox-work.", ".elb"}};
+    DIR *d = opendir(s->dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+            size_t n = strlen(names[i].prefix);
+            if (strncmp(e->d_name, names[i].prefix, n))
+                continue;
+            const char *digits = e->d_name + n;
+            char *end;
+            errno = 0;
+            long long pid = strtoll(digits, &end, 10);
+            if (end == digits || strcmp(end, names[i].suffix) || errno || pid <= 0 ||
+                pid == (long long)getpid() || pid_alive(pid))
+                continue;
+            char path[PATH_MAX];
+            if (!el_fs_join(path, sizeof path, s->dir, e->d_name))
+                remove_tree(path, 3);
+        }
+    }
+    closedir(d);
+}
+
 static int write_default_config(const char *dir, el_error *err)
 {
     char path[PATH_MAX];
@@ -400,7 +549,7 @@ int el_store_open(const char *dir, const el_store_open_opts *opts,
         rc = el_error_set(err, EL_EINPUT, "%s: state path too long", dir);
         goto fail;
     }
-    s->now = opts->now ? opts->now : (int64_t)time(NULL);
+    s->now = opts->now ? opts->now : clock_now();
     snprintf(s->actor, sizeof s->actor, "%s", opts->actor ? opts->actor : "operator");
     if (opts->create) {
         if ((rc = el_fs_mkdirs(s->blob_dir, 0755, err)) ||
@@ -447,6 +596,7 @@ int el_store_open(const char *dir, const el_store_open_opts *opts,
         goto fail;
     if ((rc = begin_session(s, err)))
         goto fail;
+    clean_work_dirs(s);
     el_crash_point("open.after_session");
     if ((rc = el_store_probation_apply(s, NULL, err)))
         goto fail;

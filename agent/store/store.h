@@ -11,9 +11,9 @@
  * lists (file name, blob hash) pairs, so `export ID --peft DIR` writes the
  * directory back byte for byte and identical files are stored once.
  *
- * The base model is recorded, not copied: its hash (SHA-256 over the
- * config.json bytes, then the model.safetensors bytes), its config.json and
- * its path. Base models are large and already live on the device.
+ * The base model is recorded, not copied: its hash (SHA-256 of the
+ * model.safetensors bytes, the fleet tool's and the manifests' "base"), its
+ * config.json and its path. Base models are large and already live on the device.
  */
 #ifndef EL_STORE_STORE_H
 #define EL_STORE_STORE_H
@@ -25,7 +25,7 @@
 #include "store/config.h"
 
 #define EL_STORE_DEFAULT_DIR "/var/lib/edgeloop"
-#define EL_STORE_SCHEMA_VERSION 3
+#define EL_STORE_SCHEMA_VERSION 4
 
 typedef struct el_store el_store;
 
@@ -65,9 +65,18 @@ int el_store_tick(el_store *s, int64_t now, el_error *err);
 
 /* ---- base models ---------------------------------------------------- */
 
-/* Registers the base model in DIR (config.json + model.safetensors): hashes
- * both, records hash, config and absolute path. Registering the same hash
- * again returns its existing id. *ID is set on success. */
+/* The base hash of the model directory DIR: lowercase hex SHA-256 of
+ * DIR/model.safetensors (DESIGN.md "base"; `edgeloop-fleet release create
+ * --base DIR` hashes the same). Returns 0 or EL_ENOTFOUND/EL_EIO/EL_EINPUT;
+ * HASH is undefined on failure. */
+int el_store_base_hash_file(const char *dir, char hash[65], el_error *err);
+/* The recorded hash of base BASE_ID (as el_store_base_hash_file computed it
+ * at registration or migration). Returns 0 or EL_ENOTFOUND. */
+int el_store_base_hash(el_store *s, int64_t base_id, char hash[65], el_error *err);
+/* Registers the base model in DIR (config.json + model.safetensors): checks
+ * config.json is a JSON object, hashes model.safetensors, records hash,
+ * config and absolute path. Registering the same hash again returns its
+ * existing id. *ID is set on success. */
 int el_store_base_register(el_store *s, const char *dir, int64_t *id,
                            el_error *err);
 /* The id of the most recently registered base model, or EL_ENOTFOUND. */

@@ -99,11 +99,55 @@ static char *canonical_object(const char *text, const char *what, el_error *err)
 
 /* ---- base models ---------------------------------------------------------- */
 
+int el_store_base_hash_file(const char *dir, char hash[65], el_error *err)
+{
+    char model_path[PATH_MAX];
+    if (el_fs_join(model_path, sizeof model_path, dir, "model.safetensors"))
+        return el_error_set(err, EL_EINPUT, "%s: path too long", dir);
+    /* streamed: a base model can be larger than we want to hold in memory */
+    FILE *f = fopen(model_path, "rb");
+    if (!f)
+        return el_error_set(err, errno == ENOENT ? EL_ENOTFOUND : EL_EIO,
+                            "%s: %s", model_path, strerror(errno));
+    el_sha256_ctx ctx;
+    el_sha256_init(&ctx);
+    uint8_t buf[1 << 16];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
+        el_sha256_update(&ctx, buf, got);
+    int read_failed = ferror(f);
+    fclose(f);
+    if (read_failed)
+        return el_error_set(err, EL_EIO, "%s: read failed", model_path);
+    uint8_t d[32];
+    el_sha256_final(&ctx, d);
+    el_hex(d, 32, hash);
+    return 0;
+}
+
+int el_store_base_hash(el_store *s, int64_t base_id, char hash[65], el_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = el_store_prepare(s, "SELECT hash FROM bases WHERE id = ?1", &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, base_id);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        snprintf(hash, 65, "%s", col(st, 0));
+    else if (step == SQLITE_DONE)
+        rc = el_error_set(err, EL_ENOTFOUND, "%s: no base model %lld", s->dir,
+                          (long long)base_id);
+    else
+        rc = el_store_sql_fail(s, "reading a base model", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 int el_store_base_register(el_store *s, const char *dir, int64_t *id, el_error *err)
 {
-    char cfg_path[PATH_MAX], model_path[PATH_MAX], abs[PATH_MAX];
-    if (el_fs_join(cfg_path, sizeof cfg_path, dir, "config.json") ||
-        el_fs_join(model_path, sizeof model_path, dir, "model.safetensors"))
+    char cfg_path[PATH_MAX], abs[PATH_MAX];
+    if (el_fs_join(cfg_path, sizeof cfg_path, dir, "config.json"))
         return el_error_set(err, EL_EINPUT, "%s: path too long", dir);
     if (!realpath(dir, abs))
         return el_error_set(err, EL_ENOTFOUND, "%s: %s", dir, strerror(errno));
@@ -119,31 +163,11 @@ int el_store_base_register(el_store *s, const char *dir, int64_t *id, el_error *
         return el_error_set(err, EL_EINPUT, "%s: not a JSON object", cfg_path);
     }
     json_decref(cfg_json);
-    /* hash = SHA-256(config.json bytes || model.safetensors bytes), streamed:
-     * a base model can be larger than we want to hold in memory */
-    el_sha256_ctx ctx;
-    el_sha256_init(&ctx);
-    el_sha256_update(&ctx, cfg, cfg_len);
-    FILE *f = fopen(model_path, "rb");
-    if (!f) {
-        el_free(cfg);
-        return el_error_set(err, errno == ENOENT ? EL_ENOTFOUND : EL_EIO,
-                            "%s: %s", model_path, strerror(errno));
-    }
-    uint8_t buf[1 << 16];
-    size_t got;
-    while ((got = fread(buf, 1, sizeof buf, f)) > 0)
-        el_sha256_update(&ctx, buf, got);
-    int read_failed = ferror(f);
-    fclose(f);
-    if (read_failed) {
-        el_free(cfg);
-        return el_error_set(err, EL_EIO, "%s: read failed", model_path);
-    }
-    uint8_t d[32];
     char hash[65];
-    el_sha256_final(&ctx, d);
-    el_hex(d, 32, hash);
+    if ((rc = el_store_base_hash_file(dir, hash, err))) {
+        el_free(cfg);
+        return rc;
+    }
     sqlite3_stmt *st = NULL;
     if ((rc = el_store_begin(s, err)))
         goto done;

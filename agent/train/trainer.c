@@ -29,6 +29,15 @@
  *     epoch, cursor, recipe) written with el_fs_write_atomic: after a kill
  *     the file is the previous checkpoint or the new one, never a mix. The
  *     crash point "train.after_checkpoint" fires right after it is durable.
+ *  6. Rehearsal (replay): with a replay set, K = round(fraction * BATCH) rows
+ *     of every micro-batch (at most BATCH - 1, so the training data always
+ *     moves) come from it, the other BATCH - K from the training data.
+ *     Fine-tuning on site data alone pulled the tiny base away from general
+ *     text (+7.4% anchor loss for -20% holdout); rows of its pretraining
+ *     distribution in every batch hold that rise under 2%. The replay set
+ *     has its own order (same scheme as 2, seed derived from SEED) whose
+ *     epoch and cursor are checkpointed next to the data cursor, and K and
+ *     the replay set's size are part of the recipe, so resume stays exact.
  */
 #include "train/trainer.h"
 
@@ -53,7 +62,7 @@ void el_train_options_default(el_train_options *o)
     o->batch = 8;
     o->accum = 1;
     o->buckets = EL_TRAIN_MAX_BUCKETS;
-    o->lr = 3e-3f;
+    o->lr = 1e-3f;
     o->min_lr_ratio = 0.1f;
     o->warmup_steps = 5;
     o->beta1 = 0.9f;
@@ -113,7 +122,7 @@ static void shuffle(data_order *d)
         d->perm[i] = i;
     for (size_t i = n; i > 1; i--)
         swap_idx(&d->perm[i - 1], &d->perm[el_nn_rng_below(&rng, i)]);
-    for (size_t start = 0; start < n; start += win) {
+    for (size_t start = 0; win > 0 && start < n; start += win) {
         size_t len = n - start < win ? n - start : win, steps = len / u;
         size_t *w = d->perm + start;
         el_train_sort_by_length(d->ds, w, len);
@@ -130,6 +139,7 @@ static void shuffle(data_order *d)
 
 static size_t next_example(data_order *d)
 {
+    /* unit 0 never asks (no replay rows); an empty set is never built */
     if (d->cursor == d->ds->count) {
         d->epoch++;
         d->cursor = 0;
@@ -140,9 +150,9 @@ static size_t next_example(data_order *d)
 
 /* Everything that must match for a checkpoint to be resumed. */
 static void recipe(const el_train_options *o, const el_lora *lora, const el_dataset *ds,
-                   char *buf, size_t n)
+                   int k, char *buf, size_t n)
 {
-    snprintf(buf, n,
+    int at = snprintf(buf, n,
              "v1 steps=%d batch=%d accum=%d seq=%d lr=%.9g min=%.9g warmup=%d b1=%.9g "
              "b2=%.9g eps=%.9g wd=%.9g clip=%.9g seed=%" PRIu64 " r=%d alpha=%.9g rs=%d "
              "targets=%u params=%zu data=%zu/%" PRIu64 " buckets=%d",
@@ -151,24 +161,31 @@ static void recipe(const el_train_options *o, const el_lora *lora, const el_data
              (double)o->weight_decay, (double)o->max_grad_norm, o->seed, lora->cfg.rank,
              (double)lora->cfg.alpha, lora->cfg.use_rslora, lora->cfg.targets, lora->nparams,
              ds->count, ds->scored, o->buckets);
+    if (k > 0 && at > 0 && (size_t)at < n)   /* no replay: the recipe of before replay */
+        snprintf(buf + at, n - (size_t)at, " replay=%d/%zu/%" PRIu64, k, o->replay->count,
+                 o->replay->scored);
 }
 
 static int save_checkpoint(const char *path, const el_lora *lora, const float *p,
                            const float *mm, const float *vv, int step,
-                           const data_order *d, const char *rec, el_error *err)
+                           const data_order *d, const data_order *rd, const char *rec,
+                           el_error *err)
 {
-    char s_step[32], s_epoch[32], s_cursor[32];
+    char s_step[32], s_epoch[32], s_cursor[32], s_repoch[32], s_rcursor[32];
     snprintf(s_step, sizeof s_step, "%d", step);
     snprintf(s_epoch, sizeof s_epoch, "%" PRIu64, d->epoch);
     snprintf(s_cursor, sizeof s_cursor, "%zu", d->cursor);
+    snprintf(s_repoch, sizeof s_repoch, "%" PRIu64, rd->epoch);
+    snprintf(s_rcursor, sizeof s_rcursor, "%zu", rd->cursor);
     const char *meta[] = {"step", s_step, "epoch", s_epoch, "cursor", s_cursor,
-                          "recipe", rec, "format", "edgeloop-train-checkpoint-v1"};
+                          "recipe", rec, "format", "edgeloop-train-checkpoint-v1",
+                          "replay_epoch", s_repoch, "replay_cursor", s_rcursor};
     el_st_entry e[3] = {
         {"lora", 1, {(int64_t)lora->nparams}, p},
         {"adam_m", 1, {(int64_t)lora->nparams}, mm},
         {"adam_v", 1, {(int64_t)lora->nparams}, vv},
     };
-    return el_safetensors_write(path, e, 3, meta, 5, err);
+    return el_safetensors_write(path, e, 3, meta, rd->unit ? 7 : 5, err);
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -188,8 +205,8 @@ static int parse_u64(const char *s, uint64_t max, uint64_t *out)
  * is no checkpoint, or EL_EINPUT when it is malformed or from another
  * recipe. */
 static int load_checkpoint(const char *path, const el_lora *lora, float *p, float *mm,
-                           float *vv, int *step, data_order *d, const char *rec,
-                           int steps, el_error *err)
+                           float *vv, int *step, data_order *d, data_order *rd,
+                           const char *rec, int steps, el_error *err)
 {
     if (!el_fs_exists(path))
         return EL_ENOTFOUND;
@@ -198,7 +215,7 @@ static int load_checkpoint(const char *path, const el_lora *lora, float *p, floa
     if (rc)
         return rc;
     const char *r = el_safetensors_meta(st, "recipe");
-    uint64_t s, epoch, cursor;
+    uint64_t s, epoch, cursor, repoch = 0, rcursor = 0;
     const el_st_tensor *tp = el_safetensors_find(st, "lora");
     const el_st_tensor *tm = el_safetensors_find(st, "adam_m");
     const el_st_tensor *tv = el_safetensors_find(st, "adam_v");
@@ -209,6 +226,10 @@ static int load_checkpoint(const char *path, const el_lora *lora, float *p, floa
     } else if (parse_u64(el_safetensors_meta(st, "step"), (uint64_t)steps, &s) ||
                parse_u64(el_safetensors_meta(st, "epoch"), UINT32_MAX, &epoch) ||
                parse_u64(el_safetensors_meta(st, "cursor"), d->ds->count, &cursor) ||
+               (rd->unit &&
+                (parse_u64(el_safetensors_meta(st, "replay_epoch"), UINT32_MAX, &repoch) ||
+                 parse_u64(el_safetensors_meta(st, "replay_cursor"), rd->ds->count,
+                           &rcursor))) ||
                !tp || !tm || !tv || tp->numel != lora->nparams || tm->numel != lora->nparams ||
                tv->numel != lora->nparams || tp->dtype != EL_ST_F32) {
         rc = el_error_set(err, EL_EINPUT, "%s: malformed training checkpoint", path);
@@ -220,9 +241,85 @@ static int load_checkpoint(const char *path, const el_lora *lora, float *p, floa
         d->epoch = epoch;
         shuffle(d);
         d->cursor = (size_t)cursor;
+        if (rd->unit) {
+            rd->epoch = repoch;
+            shuffle(rd);
+            rd->cursor = (size_t)rcursor;
+        }
     }
     el_safetensors_close(st);
     return rc;
+}
+
+/* Salt of the replay order's seed, so it differs from the data order's. */
+#define REPLAY_SEED_SALT 0x7265706c6179ULL
+
+int el_train_replay_rows(const el_train_options *o)
+{
+    if (!o->replay || !o->replay->count || !(o->replay_fraction > 0) || o->batch < 2)
+        return 0;
+    double k = floor((double)o->replay_fraction * o->batch + 0.5);
+    if (k > o->batch - 1)
+        k = o->batch - 1;
+    return (int)k;
+}
+
+/* FNV-1a over an example's tokens. */
+static uint64_t example_hash(const el_dataset *ds, size_t i)
+{
+    const el_example *e = &ds->examples[i];
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)e->len;
+    for (int t = 0; t < e->len; t++) {
+        h ^= (uint64_t)(uint32_t)ds->tokens[e->off + (size_t)t];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int same_example(const el_dataset *a, size_t i, const el_dataset *b, size_t j)
+{
+    const el_example *x = &a->examples[i], *y = &b->examples[j];
+    return x->len == y->len && !memcmp(a->tokens + x->off, b->tokens + y->off,
+                                       (size_t)x->len * sizeof *a->tokens);
+}
+
+size_t el_train_replay_exclude(el_dataset *replay, const el_dataset *exclude)
+{
+    if (!replay || !exclude || !exclude->count)
+        return 0;
+    /* Hashes narrow the candidates; a hit is confirmed token by token. When
+     * the index cannot be allocated, every pair is compared instead. */
+    uint64_t *hs = el_malloc(exclude->count * sizeof *hs);
+    if (hs) {
+        for (size_t j = 0; j < exclude->count; j++)
+            hs[j] = example_hash(exclude, j);
+        qsort(hs, exclude->count, sizeof *hs, cmp_u64);
+    }
+    size_t kept = 0, removed = 0;
+    for (size_t i = 0; i < replay->count; i++) {
+        int hit = 0;
+        if (!hs || bsearch(&(uint64_t){example_hash(replay, i)}, hs, exclude->count,
+                           sizeof *hs, cmp_u64))
+            for (size_t j = 0; j < exclude->count && !hit; j++)
+                hit = same_example(replay, i, exclude, j);
+        if (hit) {
+            const el_example *e = &replay->examples[i];
+            if (e->len - 1 > e->first_scored)
+                replay->scored -= (uint64_t)(e->len - 1 - e->first_scored);
+            removed++;
+        } else {
+            replay->examples[kept++] = replay->examples[i];
+        }
+    }
+    replay->count = kept;
+    el_free(hs);
+    return removed;
 }
 
 typedef struct train_bucket {
@@ -241,30 +338,46 @@ int el_train_run(el_llama *m, el_lora *lora, const el_dataset *ds,
         return el_error_set(err, EL_EINTERNAL, "training needs an adapter with gradients");
     if (o->steps < 1 || o->batch < 1 || o->accum < 1 || !(o->lr > 0))
         return el_error_set(err, EL_EUSAGE, "steps, batch, accumulation and lr must be positive");
-    int B = o->batch, A = o->accum, rc = 0;
+    if (!(o->replay_fraction >= 0 && o->replay_fraction <= 1))
+        return el_error_set(err, EL_EUSAGE, "replay fraction %g is not in [0, 1]",
+                            (double)o->replay_fraction);
+    int B = o->batch, A = o->accum, K = el_train_replay_rows(o), rc = 0;
+    if (K > 0 && o->replay->seq_len > ds->seq_len)
+        return el_error_set(err, EL_EUSAGE,
+                            "replay sequences (%d tokens) are longer than the training ones (%d)",
+                            o->replay->seq_len, ds->seq_len);
     int lens[EL_TRAIN_MAX_BUCKETS + 1];
     int nb = el_train_buckets(ds->seq_len, o->buckets, lens);
     size_t Tmax = (size_t)B * (size_t)ds->seq_len, n = lora->nparams;
-    size_t unit = (size_t)B * (size_t)A;
+    size_t unit = (size_t)B * (size_t)A, unit_replay = (size_t)K * (size_t)A;
+    size_t unit_data = unit - unit_replay;
     train_bucket bk[EL_TRAIN_MAX_BUCKETS] = {{0}};
     el_tensor *loss_sum = NULL, *am = NULL, *av = NULL, *hp = NULL, *gnorm = NULL;
     int32_t *h_ids = el_malloc(Tmax * (size_t)A * sizeof *h_ids);
     int32_t *h_targets = el_malloc(Tmax * (size_t)A * sizeof *h_targets);
     size_t *picked = el_malloc(unit * sizeof *picked);
     float *h_m = el_calloc(n, sizeof *h_m), *h_v = el_calloc(n, sizeof *h_v);
-    data_order d = {ds, o->seed, 0, 0, el_malloc(ds->count * sizeof(size_t)), unit,
-                    el_malloc(unit * WINDOW_STEPS * sizeof(size_t))};
-    char rec[640];
-    recipe(o, lora, ds, rec, sizeof rec);
-    if (!h_ids || !h_targets || !picked || !h_m || !h_v || !d.perm || !d.scratch) {
+    size_t *data_idx = el_malloc(unit_data * sizeof *data_idx);
+    size_t *replay_idx = K ? el_malloc(unit_replay * sizeof *replay_idx) : NULL;
+    data_order d = {ds, o->seed, 0, 0, el_malloc(ds->count * sizeof(size_t)), unit_data,
+                    el_malloc(unit_data * WINDOW_STEPS * sizeof(size_t))};
+    data_order rd = {o->replay, o->seed ^ REPLAY_SEED_SALT, 0, 0,
+                     K ? el_malloc(o->replay->count * sizeof(size_t)) : NULL, unit_replay,
+                     K ? el_malloc(unit_replay * WINDOW_STEPS * sizeof(size_t)) : NULL};
+    char rec[704];
+    recipe(o, lora, ds, K, rec, sizeof rec);
+    if (!h_ids || !h_targets || !picked || !h_m || !h_v || !d.perm || !d.scratch ||
+        !data_idx || (K && (!replay_idx || !rd.perm || !rd.scratch))) {
         rc = el_error_set(err, EL_ENOMEM, "out of memory for training");
         goto done;
     }
     shuffle(&d);
+    if (K)
+        shuffle(&rd);
     int step = 0;
     if (o->resume && o->checkpoint_path) {
-        rc = load_checkpoint(o->checkpoint_path, lora, lora->params, h_m, h_v, &step, &d, rec,
-                             o->steps, err);
+        rc = load_checkpoint(o->checkpoint_path, lora, lora->params, h_m, h_v, &step, &d, &rd,
+                             rec, o->steps, err);
         if (rc == EL_ENOTFOUND)
             rc = 0;
         else if (rc)
@@ -287,11 +400,21 @@ int el_train_run(el_llama *m, el_lora *lora, const el_dataset *ds,
     double t0 = now_s();
     for (step = step + 1; step <= o->steps; step++) {
         int longest = 0;
+        size_t nd = 0, nr = 0;
+        /* rows 0..B-K-1 of each micro-batch: training data; B-K..B-1: replay */
         for (size_t i = 0; i < unit; i++) {
-            picked[i] = next_example(&d);
-            if (ds->examples[picked[i]].len > longest)
-                longest = ds->examples[picked[i]].len;
+            int from_replay = (int)(i % (size_t)B) >= B - K;
+            const el_dataset *src = from_replay ? o->replay : ds;
+            picked[i] = next_example(from_replay ? &rd : &d);
+            if (from_replay)
+                replay_idx[nr++] = picked[i];
+            else
+                data_idx[nd++] = picked[i];
+            if (src->examples[picked[i]].len > longest)
+                longest = src->examples[picked[i]].len;
         }
+        if (o->on_batch)
+            o->on_batch(o->on_batch_ctx, step, data_idx, nd, replay_idx, nr);
         train_bucket *b = &bk[el_train_bucket_of(lens, nb, longest)];
         b->S = lens[b - bk];
         size_t T = (size_t)B * (size_t)b->S;
@@ -308,9 +431,10 @@ int el_train_run(el_llama *m, el_lora *lora, const el_dataset *ds,
         uint64_t scored = 0;
         for (size_t i = 0; i < unit; i++) {
             size_t row = i * (size_t)b->S;
-            scored += (uint64_t)el_nn_dataset_fill_to(ds, picked[i], b->S, h_ids + row,
+            const el_dataset *src = (int)(i % (size_t)B) >= B - K ? o->replay : ds;
+            scored += (uint64_t)el_nn_dataset_fill_to(src, picked[i], b->S, h_ids + row,
                                                       h_targets + row);
-            res->tokens += (uint64_t)ds->examples[picked[i]].len;
+            res->tokens += (uint64_t)src->examples[picked[i]].len;
         }
         float h_hp[8] = {
             (float)el_train_lr_at(o, step), o->beta1, o->beta2, o->eps, o->weight_decay,
@@ -362,7 +486,7 @@ int el_train_run(el_llama *m, el_lora *lora, const el_dataset *ds,
                 (rc = el_nn_read(be, el_nn_whole(am), h_m, err)) ||
                 (rc = el_nn_read(be, el_nn_whole(av), h_v, err)) ||
                 (rc = save_checkpoint(o->checkpoint_path, lora, lora->params, h_m, h_v, step, &d,
-                                      rec, err)))
+                                      &rd, rec, err)))
                 goto done;
             el_crash_point("train.after_checkpoint");
         }
@@ -390,5 +514,9 @@ done:
     el_free(h_v);
     el_free(d.perm);
     el_free(d.scratch);
+    el_free(rd.perm);
+    el_free(rd.scratch);
+    el_free(data_idx);
+    el_free(replay_idx);
     return rc;
 }

@@ -31,6 +31,19 @@ typedef struct el_train_options {
     int resume;             /* continue from checkpoint_path when it exists */
     void (*progress)(void *ctx, const el_train_progress *p);
     void *progress_ctx;
+    /* Rehearsal: each micro-batch takes round(replay_fraction * batch) rows
+     * from REPLAY (general text of the base's pretraining distribution,
+     * earlier accepted train data, anchor-replay) and the rest from the
+     * training data. NULL, an empty set or fraction 0 = no rehearsal. The
+     * replay order is seeded and checkpointed like the data order. */
+    const el_dataset *replay;
+    float replay_fraction;
+    /* Called once per step with the rows it trains on, for tests and
+     * diagnostics: DATA_IDX[0..N_DATA) index the training set,
+     * REPLAY_IDX[0..N_REPLAY) the replay set. May be NULL. */
+    void (*on_batch)(void *ctx, int step, const size_t *data_idx, size_t n_data,
+                     const size_t *replay_idx, size_t n_replay);
+    void *on_batch_ctx;
 } el_train_options;
 
 typedef struct el_train_result {
@@ -53,6 +66,15 @@ void el_train_options_default(el_train_options *o);
  * for a checkpoint that does not match). */
 int el_train_run(el_llama *m, el_lora *lora, const el_dataset *ds,
                  const el_train_options *o, el_train_result *res, el_error *err);
+
+/* Replay rows per micro-batch under O: round(replay_fraction * batch),
+ * at most batch, 0 without a non-empty replay set. */
+int el_train_replay_rows(const el_train_options *o);
+
+/* Removes from REPLAY every example whose tokens equal an example of
+ * EXCLUDE (holdout and anchor-check data must never be trained on), and
+ * fixes REPLAY's count and scored total. Returns the number removed. */
+size_t el_train_replay_exclude(el_dataset *replay, const el_dataset *exclude);
 
 /* Learning rate of STEP (1-based) under O's schedule. */
 double el_train_lr_at(const el_train_options *o, int step);

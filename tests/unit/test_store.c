@@ -770,18 +770,51 @@ static const char schema_v1_fixture[] =
     "INSERT INTO policy VALUES('gate', 'min_gain', '0.2', 'release-7');"
     "PRAGMA user_version = 1;";
 
+static int64_t user_version(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/registry.db", dir);
+    sqlite3 *db;
+    int64_t ver = -1;
+    if (sqlite3_open(path, &db) == SQLITE_OK) {
+        sqlite3_stmt *st;
+        if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW)
+            ver = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(db);
+    return ver;
+}
+
 static void test_migration(void)
 {
-    char dir[256];
+    char dir[256], model[256], sql[600];
     snprintf(dir, sizeof dir, "%s/v1state", root);
     mkdir(dir, 0755);
     tamper(dir, schema_v1_fixture);
     el_error err;
     el_store *s = NULL;
     el_store_open_opts o = {.now = T0};
+    /* schema 4 rehashes bases from their path: a base whose files are gone
+     * cannot be, and the database is refused at schema 3, not half-done */
+    CHECK(el_store_open(dir, &o, &s, &err) == EL_ENOTFOUND);
+    CHECK(s == NULL);
+    CHECK_MSG(strstr(err.msg, "schema 4") && strstr(err.msg, "/nowhere"), "%s", err.msg);
+    CHECK(user_version(dir) == 3);
+    make_model(model, sizeof model);
+    snprintf(sql, sizeof sql, "UPDATE bases SET hash = 'old-style', path = '%s'", model);
+    tamper(dir, sql);
     CHECK_OK(el_store_open(dir, &o, &s, &err), &err);
     if (!s)
         return;
+    /* the recomputed hash is SHA-256 of model.safetensors alone */
+    char hash[65], want[65];
+    int64_t base_id = 0;
+    el_sha256_hex("not-really-weights", 18, want);
+    CHECK_OK(el_store_base_current(s, &base_id, hash, &err), &err);
+    CHECK(base_id == 1);
+    CHECK_STR(hash, want);
     el_store_version v;
     CHECK_OK(el_store_version_get(s, 1, &v, &err), &err);
     CHECK_STR(v.state, "good");
@@ -793,25 +826,86 @@ static void test_migration(void)
     /* the policy table overrides the file and the default */
     const el_store_config *cfg = el_store_get_config(s);
     CHECK_NEAR(cfg->gate.min_gain, 0.2, 0);
-    int64_t ver = 0;
     el_store_close(s);
-    char path[512];
-    snprintf(path, sizeof path, "%s/registry.db", dir);
-    sqlite3 *db;
-    sqlite3_open(path, &db);
-    sqlite3_stmt *st;
-    sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        ver = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    CHECK(ver == EL_STORE_SCHEMA_VERSION);
+    CHECK(user_version(dir) == EL_STORE_SCHEMA_VERSION);
 
     /* a database from a newer edgeloop is refused, untouched */
     tamper(dir, "PRAGMA user_version = 99");
     CHECK(el_store_open(dir, &o, &s, &err) == EL_EINPUT);
     CHECK(strstr(err.msg, "newer") != NULL);
     CHECK(s == NULL);
+}
+
+/* One base hash everywhere: what init records is what the fleet tool and
+ * every manifest call "base", SHA-256 of model.safetensors alone. */
+static void test_base_hash(void)
+{
+    char dir[256], model[256], hash[65], got[65], want[65];
+    el_store *s = fresh(dir, sizeof dir, NULL);
+    el_error err;
+    int64_t id = 0;
+    make_model(model, sizeof model);
+    el_sha256_hex("not-really-weights", 18, want);
+    CHECK_OK(el_store_base_hash_file(model, got, &err), &err);
+    CHECK_STR(got, want);
+    CHECK_OK(el_store_base_current(s, &id, hash, &err), &err);
+    CHECK_STR(hash, want);
+    CHECK_OK(el_store_base_hash(s, id, hash, &err), &err);
+    CHECK_STR(hash, want);
+    /* config.json does not enter the hash: the same weights with another
+     * config are the same base */
+    write_file(model, "config.json", "{\"vocab_size\": 260}", 19);
+    int64_t again = 0;
+    CHECK_OK(el_store_base_register(s, model, &again, &err), &err);
+    CHECK(again == id);
+    CHECK(el_store_base_hash(s, id + 100, hash, &err) == EL_ENOTFOUND);
+    el_store_close(s);
+}
+
+/* Scratch folders of dead processes go at open; live ones stay. */
+static void test_work_dirs(void)
+{
+    char dir[256], path[512];
+    el_store *s = fresh(dir, sizeof dir, NULL);
+    el_error err;
+    pid_t child = fork();
+    if (child == 0)
+        _exit(0);
+    waitpid(child, NULL, 0);
+    long dead = (long)child, live = (long)getppid(), self = (long)getpid();
+    snprintf(path, sizeof path, "%s/train-work.%ld/adapter", dir, dead);
+    CHECK_OK(el_fs_mkdirs(path, 0700, &err), &err);
+    write_file(path, "adapter_model.safetensors", "x", 1);
+    snprintf(path, sizeof path, "%s/train-work.%ld", dir, dead);
+    write_file(path, "stray", "y", 1);
+    snprintf(path, sizeof path, "%s/bundle-work.%ld/adapter", dir, dead);
+    CHECK_OK(el_fs_mkdirs(path, 0700, &err), &err);
+    snprintf(path, sizeof path, "%s/train-work.%ld/adapter", dir, live);
+    CHECK_OK(el_fs_mkdirs(path, 0700, &err), &err);
+    snprintf(path, sizeof path, "%s/train-work.%ld", dir, self);
+    CHECK_OK(el_fs_mkdirs(path, 0700, &err), &err);
+    snprintf(path, sizeof path, "%s/train-work.notapid", dir);
+    CHECK_OK(el_fs_mkdirs(path, 0700, &err), &err);
+    snprintf(path, sizeof path, "outbox-work.%ld.elb", dead);
+    write_file(dir, path, "z", 1);
+    snprintf(path, sizeof path, "outbox-work.%ld.elbx", dead);
+    write_file(dir, path, "z", 1);
+    s = reopen(s, dir, T0);
+    snprintf(path, sizeof path, "%s/outbox-work.%ld.elb", dir, dead);
+    CHECK(!el_fs_exists(path));
+    snprintf(path, sizeof path, "%s/outbox-work.%ld.elbx", dir, dead);
+    CHECK(el_fs_exists(path));
+    snprintf(path, sizeof path, "%s/train-work.%ld", dir, dead);
+    CHECK(!el_fs_exists(path));
+    snprintf(path, sizeof path, "%s/bundle-work.%ld", dir, dead);
+    CHECK(!el_fs_exists(path));
+    snprintf(path, sizeof path, "%s/train-work.%ld/adapter", dir, live);
+    CHECK(el_fs_exists(path));
+    snprintf(path, sizeof path, "%s/train-work.%ld", dir, self);
+    CHECK(el_fs_exists(path));
+    snprintf(path, sizeof path, "%s/train-work.notapid", dir);
+    CHECK(el_fs_exists(path));
+    el_store_close(s);
 }
 
 static void test_config(void)
@@ -892,6 +986,8 @@ int main(void)
     test_retention_budget();
     test_audit_tamper();
     test_migration();
+    test_base_hash();
+    test_work_dirs();
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
     if (!el_test_failures && system(cmd) != 0)

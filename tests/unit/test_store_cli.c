@@ -101,7 +101,13 @@ static void test_flow(void)
     char args[1024];
     snprintf(args, sizeof args, "init --model '%s/model'", root);
     json_t *v = run_json(args, 0);
-    CHECK(json_integer_value(json_object_get(v, "schema")) == 3);
+    CHECK(json_integer_value(json_object_get(v, "schema")) == 4);
+    /* init reports the base as the fleet names it (sha256 of
+     * model.safetensors alone: `printf weights | sha256sum`) */
+    const char *init_base = json_string_value(json_object_get(json_object_get(v, "base"),
+                                                              "hash"));
+    CHECK_STR(init_base ? init_base : "",
+              "9a129038d9a00aed0cf6a7ea059ca50a813449061ab87848cf1a13eafdf33b2c");
     json_decref(v);
 
     /* config: every key, defaults until the file sets one */
@@ -167,7 +173,10 @@ static void test_flow(void)
     json_t *chain = json_object_get(v, "lineage");
     CHECK(json_array_size(chain) == 2);
     CHECK(json_integer_value(json_object_get(json_array_get(chain, 1), "id")) == 1);
-    CHECK(strlen(json_string_value(json_object_get(v, "base"))) == 64);
+    /* the base is named as releases name it: sha256 of model.safetensors
+     * alone (`printf weights | sha256sum`) */
+    CHECK_STR(json_string_value(json_object_get(v, "base")),
+              "9a129038d9a00aed0cf6a7ea059ca50a813449061ab87848cf1a13eafdf33b2c");
     json_decref(v);
 
     /* pin holds the pointer */

@@ -5,7 +5,8 @@
  *   keys/NAME.key, .pub     root and release keys (private keys 0600)
  *   root.elb                current root metadata; root-N.elb every version
  * Commands: ca init, keys gen, root init, root rotate, issue, csr, release
- * create/sign/inspect (release.c). Exit codes: 0 ok, 1 usage or internal,
+ * create/sign/inspect (release.c); release push, status, promote talk to the
+ * hub (hub.c). Exit codes: 0 ok, 1 usage or internal,
  * 2 bad input, 3 refused by trust.
  */
 #include "fleet.h"
@@ -669,6 +670,9 @@ static const fl_command commands[] = {
     {"release", "create", fl_cmd_release_create, "make an unsigned release bundle"},
     {"release", "sign", fl_cmd_release_sign, "add one signature to a release"},
     {"release", "inspect", fl_cmd_release_inspect, "verify a release as a device would"},
+    {"release", "push", fl_cmd_release_push, "publish a signed release on the hub"},
+    {"status", NULL, fl_cmd_status, "the fleet as the hub sees it"},
+    {"promote", NULL, fl_cmd_promote, "make an unsigned release of a device's version"},
 };
 
 static void usage(FILE *out)

@@ -67,4 +67,9 @@ int fl_cmd_release_create(int argc, char **argv);
 int fl_cmd_release_sign(int argc, char **argv);
 int fl_cmd_release_inspect(int argc, char **argv);
 
+/* Commands that talk to the hub with an admin certificate (hub.c). */
+int fl_cmd_release_push(int argc, char **argv);
+int fl_cmd_status(int argc, char **argv);
+int fl_cmd_promote(int argc, char **argv);
+
 #endif
