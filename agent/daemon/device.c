@@ -4,7 +4,10 @@
  *  1. What trains never judges: the training set is EL_LIST_NEW_TRAIN plus a
  *     draw from EL_LIST_REPLAY (accepted train data and anchor-replay); the
  *     gate reads EL_LIST_HOLDOUT and EL_LIST_ANCHOR_CHECK, the health check
- *     EL_LIST_PROBE. The store keeps these lists disjoint.
+ *     EL_LIST_PROBE. The store keeps these lists disjoint. When the base
+ *     model ships a rehearsal set (BASE/replay.jsonl), [replay]
+ *     base_fraction of every batch comes from it, minus any line equal to a
+ *     holdout, anchor-check or probe sample.
  *  2. "Before" and "after" are measured on the same model object with the
  *     same adapter shape: before = the starting parameters (the active
  *     version's, or a fresh PEFT init whose B = 0 makes it the base alone),
@@ -375,6 +378,7 @@ typedef struct run {
     size_t n_news, n_replay, n_holdout, n_anchor, n_probe;
     size_t *replay_idx, n_replay_used;
     el_dataset *train_ds, *holdout_ds, *anchor_ds, *probe_ds;
+    el_dataset *base_replay_ds;     /* BASE/replay.jsonl, or NULL */
     int64_t *sample_ids;
     char work[4096], parent_dir[4096], out_dir[4096];
 } run;
@@ -385,6 +389,7 @@ static void run_finish(run *x)
     el_nn_dataset_destroy(x->holdout_ds);
     el_nn_dataset_destroy(x->anchor_ds);
     el_nn_dataset_destroy(x->probe_ds);
+    el_nn_dataset_destroy(x->base_replay_ds);
     el_store_sample_list_free(x->news, x->n_news);
     el_store_sample_list_free(x->replay, x->n_replay);
     el_store_sample_list_free(x->holdout, x->n_holdout);
@@ -483,6 +488,13 @@ static int load_model(el_store *s, const el_device_train_opts *o, run *x, uint64
     *seq_len = (int)cfg->train.seq_len;
     if (*seq_len > mc->max_position_embeddings)
         *seq_len = mc->max_position_embeddings;
+    char replay_path[4096];
+    if (cfg->replay.base_fraction > 0 &&
+        !el_fs_join(replay_path, sizeof replay_path, base_path, "replay.jsonl") &&
+        el_fs_exists(replay_path) &&
+        (rc = el_nn_dataset_load(replay_path, *seq_len, EL_BAD_LINES_FAIL, &x->base_replay_ds,
+                                 err)))
+        return rc;
     if (active) {
         el_store_version v;
         if ((rc = el_store_version_get(s, active, &v, err)))
@@ -536,6 +548,7 @@ static char *recipe_json(const el_store_config *cfg, const el_lora *lora,
     json_object_set_new(j, "replay_fraction", json_real(cfg->replay.fraction));
     json_object_set_new(j, "samples_new", json_integer((json_int_t)n_new));
     json_object_set_new(j, "samples_replay", json_integer((json_int_t)n_replay));
+    json_object_set_new(j, "replay_base_rows", json_integer(el_train_replay_rows(to)));
     json_object_set_new(j, "encoding", json_string(el_delta_encoding_name(encoding)));
     char *text = el_json_dump_sorted(j);
     json_decref(j);
@@ -674,6 +687,9 @@ int el_device_train(el_store *s, const el_device_train_opts *o,
         goto done;
     r->n_new = (int64_t)x.n_news;
     r->n_replay = (int64_t)x.n_replay_used;
+    el_train_replay_exclude(x.base_replay_ds, x.holdout_ds);
+    el_train_replay_exclude(x.base_replay_ds, x.anchor_ds);
+    el_train_replay_exclude(x.base_replay_ds, x.probe_ds);
 
     size_t np = x.lora->nparams;
     x.p0 = el_malloc(np * sizeof *x.p0);
@@ -699,6 +715,8 @@ int el_device_train(el_store *s, const el_device_train_opts *o,
     to.lr = (float)cfg->train.lr;
     to.warmup_steps = to.steps >= 20 ? to.steps / 10 : 0;
     to.seed = seed;
+    to.replay = x.base_replay_ds;
+    to.replay_fraction = (float)cfg->replay.base_fraction;
     if (o->progress) {
         to.progress = trainer_progress;
         to.progress_ctx = (void *)o;

@@ -38,6 +38,7 @@ typedef struct el_store_config {
     } probation;
     struct {
         double fraction;
+        double base_fraction;   /* share of each batch from BASE/replay.jsonl */
     } replay;
     struct {
         int64_t keep_good, max_blob_mb, max_samples;

@@ -59,10 +59,10 @@ void el_train_options_default(el_train_options *o)
 {
     memset(o, 0, sizeof *o);
     o->steps = 60;
-    o->batch = 8;
+    o->batch = 32;
     o->accum = 1;
     o->buckets = EL_TRAIN_MAX_BUCKETS;
-    o->lr = 1e-3f;
+    o->lr = 2e-3f;
     o->min_lr_ratio = 0.1f;
     o->warmup_steps = 5;
     o->beta1 = 0.9f;
@@ -71,6 +71,7 @@ void el_train_options_default(el_train_options *o)
     o->weight_decay = 0.0f;
     o->max_grad_norm = 1.0f;
     o->seed = 1;
+    o->replay_fraction = 0.9375f;   /* 30 of 32 rows; see cmd_train.c */
 }
 
 double el_train_lr_at(const el_train_options *o, int step)

@@ -17,7 +17,7 @@ ok() { echo "ok: $1"; }
 bad() { echo "FAIL: $1"; fails=$((fails + 1)); }
 expect() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
 E="$BUILD/agent/edgeloop"
-# vstate STATE ID: the state of version ID; vorigin likewise; active STATE
+# vget STATE ID FIELD: a field of version ID; vget STATE active: the active id
 vjson() { "$E" versions --state "$1" --json; }
 vget() {
   vjson "$1" | python3 -c 'import json,sys
@@ -45,11 +45,16 @@ expect 'grep -q "^\[10/12\] .*onekey: hub threshold_not_met / device threshold_n
   "the refusal line names the trust codes"
 expect 'grep -q "^demo: all 12 steps passed" "$TMP/out"' "the closing line"
 expect 'grep -q "^files: $W" "$TMP/out" && [ -s "$W/demo.log" ]' "the work directory and log are kept"
+expect 'grep -q "^\[6/12\] dev-b runs the agent daemon.*gate passed, v1 on probation" "$TMP/out" &&
+        grep -q "event=train.done" "$W/agent-dev-b.log"' "dev-b trained through its agent"
+expect 'grep -Eq "^  dev-b +line-b +3 +probation .*reject_rate" "$TMP/out"' \
+  "the hub's view shows dev-b's active version and its last rollback"
 expect '! hub_running "$W"' "the hub is stopped"
+expect '! pgrep -f -- "agent --state $W/dev-b" >/dev/null' "the agent is stopped"
 
 # the states, read from the registries
-A="$W/dev-a"
-B="$W/dev-b"
+# shellcheck disable=SC2034  # A and B are read inside the expect strings
+A="$W/dev-a" B="$W/dev-b"
 expect '[ "$(vget "$A" 1 state)" = good ] && [ "$(vget "$A" active)" = 1 ]' "dev-a: v1 good and active"
 expect '[ "$(vget "$B" 1 state)" = good ]' "dev-b: v1 good"
 expect '[ "$(vget "$B" 2 origin)" = fleet ] && [ "$(vget "$B" 2 state)" = rolled_back ]' \

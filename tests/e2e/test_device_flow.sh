@@ -91,6 +91,7 @@ cat > "$EDGELOOP_STATE/edgeloop.conf" <<'CONF'
 backend = cpu
 steps = 30
 rank = 4
+alpha = 16
 batch = 8
 seq_len = 64
 lr = 0.01

@@ -6,6 +6,9 @@
 #  - a run killed with SIGKILL right after a checkpoint, and one killed inside
 #    the checkpoint's atomic write, then resumed, end with the same adapter
 #    bytes as an uninterrupted run; so does a loop of random kills + --resume;
+#  - MODEL/replay.jsonl is mixed into batches by default (also in the resume
+#    runs); --replay FILE loses its lines equal to a --holdout line;
+#    --replay none turns rehearsal off;
 #  - eval and generate outputs (JSON fields, greedy determinism).
 set -u
 EL="${EDGELOOP_BUILD_ROOT:-build}/agent/edgeloop"
@@ -59,6 +62,13 @@ M="$TMP/model"
   done
 } > "$TMP/train.jsonl"
 head -n 6 "$TMP/train.jsonl" > "$TMP/holdout.jsonl"
+# the model's rehearsal set, mixed into every batch by default (so the
+# resume tests below run with replay on); a copy that also holds a holdout
+# line, which train must drop
+for i in $(seq 1 20); do
+  echo "{\"text\": \"Anna reads $i books in the garden.\"}"
+done > "$M/replay.jsonl"
+cat "$TMP/holdout.jsonl" "$M/replay.jsonl" > "$TMP/replay_dup.jsonl"
 printf '{"text": "ok"}\n{"text": 3}\n' > "$TMP/bad.jsonl"
 COMMON=(--model "$M" --data "$TMP/train.jsonl" --backend cpu --threads 1 --steps 8
         --batch 2 --seq-len 40 --seed 4 --rank 4 --targets q_proj,v_proj,down_proj)
@@ -94,6 +104,25 @@ assert j[\"steps\"] == 8 and j[\"backend\"].startswith(\"cpu\")
 " "$TMP/a.json"' "train --json fields"
 expect 'grep -q "\"peft_type\": \"LORA\"" "$TMP/a/adapter_config.json" && grep -q "\"task_type\": \"CAUSAL_LM\"" "$TMP/a/adapter_config.json"' \
   "adapter_config.json is PEFT"
+expect '/usr/bin/python3 -c "
+import json,sys
+j=json.load(open(sys.argv[1]))
+assert j[\"replay\"].endswith(\"model/replay.jsonl\") and j[\"replay_rows\"] == 1, j
+assert j[\"replay_sequences\"] == 20 and j[\"replay_excluded\"] == 0, j
+" "$TMP/a.json"' "MODEL/replay.jsonl is rehearsed by default"
+"$EL" train "${COMMON[@]}" --out "$TMP/n" --replay "$TMP/replay_dup.jsonl" \
+  --holdout "$TMP/holdout.jsonl" --steps 2 --json > "$TMP/n.json"
+expect '/usr/bin/python3 -c "
+import json,sys
+j=json.load(open(sys.argv[1]))
+assert j[\"replay_sequences\"] == 20 and j[\"replay_excluded\"] == 6, j
+" "$TMP/n.json"' "--replay FILE: lines equal to a --holdout line are dropped"
+"$EL" train "${COMMON[@]}" --out "$TMP/o" --replay none --steps 2 --json > "$TMP/o.json"
+expect '/usr/bin/python3 -c "
+import json,sys
+j=json.load(open(sys.argv[1]))
+assert j[\"replay\"] is None and j[\"replay_rows\"] == 0, j
+" "$TMP/o.json"' "--replay none turns rehearsal off"
 
 # killed right after the first checkpoint, then resumed
 EDGELOOP_CRASH_AT=train.after_checkpoint "$EL" train "${COMMON[@]}" --out "$TMP/b" \

@@ -73,8 +73,8 @@ torch.mm(a, b)
 best = 1e9
 for _ in range(5):
     t = time.perf_counter(); torch.mm(a, b); best = min(best, time.perf_counter() - t)
-info = [l.strip() for l in torch.__config__.show().split(",")
-        if "BLAS_INFO" in l]
+import re
+info = re.findall(r"BLAS_INFO=\w+", torch.__config__.show())
 libs = sorted({l.split()[-1] for l in open("/proc/self/maps")
                if "blas" in l.lower() and "/" in l})
 print(repr({"gflops": 2 * n ** 3 / best / 1e9, "blas_info": info,
@@ -88,15 +88,23 @@ def max_rss_kib(time_stderr):
 
 
 def last_json(text):
-    """The last line of text that parses as a JSON object, or None."""
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
+    """The last JSON object in text (one line or pretty-printed over
+    several, starting at the beginning of a line), or None."""
+    lines = text.strip().splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("{"):
             try:
-                return json.loads(line)
+                obj = json.loads("\n".join(lines[i:]))
             except json.JSONDecodeError:
                 continue
+            if isinstance(obj, dict):
+                return obj
     return None
+
+
+def own_stderr(text):
+    """stderr of the measured command, without /usr/bin/time's report."""
+    return text.split("\tCommand being timed:")[0].strip()
 
 
 def timed(cmd, env, timeout):
@@ -176,7 +184,7 @@ def run_edgeloop(args, backend, steps, tmp):
         col["unavailable"] = f"timed out after {args.timeout}s"
     elif rc != 0 or res is None or "error" in res:
         why = res["error"] if res and "error" in res else \
-            (se.strip().splitlines() or [f"exit {rc}"])[0]
+            (own_stderr(se).splitlines() or ["no JSON result"])[-1]
         col["unavailable"] = f"exit {rc}: {why}"
     else:
         rate, key = find_rate(res)
@@ -227,7 +235,7 @@ def run_torch(args):
     res = last_json(so)
     if rc != 0 or res is None:
         col["unavailable"] = f"exit {rc}: " + \
-            ((se.strip().splitlines() or ["?"])[-1])
+            ((own_stderr(se).splitlines() or ["no JSON result"])[-1])
         return col
     col["tokens_per_s"] = res["seq_tokens_per_s"]
     col["rate_field"] = ("seq_tokens_per_s (BOS..EOS tokens, no padding; "
@@ -238,7 +246,11 @@ def run_torch(args):
 
 
 def fmt(v, spec):
-    return format(v, spec) if isinstance(v, (int, float)) else "-"
+    """v formatted with spec, or "-" right-aligned to the spec's width."""
+    if isinstance(v, (int, float)):
+        return format(v, spec)
+    width = int(spec.split(".")[0].rstrip("dfs") or 0)
+    return "-".rjust(width)
 
 
 def main():
