@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# kill -9 of `edgeloop agent` in the middle of an activation, then a restart.
+# The agent runs with EDGELOOP_CRASH_AT=activate.after_blob; its training
+# child inherits it and is killed (SIGKILL) after the new version's blob was
+# verified and before the activation's transaction, and the agent is killed
+# with -9 right after. Then, restarted without the variable: `edgeloop check`
+# is clean, the previous active version is still active (never a half
+# activation), the gated version is a candidate, the audit chain verifies
+# and records no activation of it, and the agent trains and activates
+# again from new inbox data.
+# usage: test_agent_crash.sh EDGELOOP
+set -uo pipefail
+E=$(realpath "$1")
+work=$(mktemp -d /tmp/el_acrash.XXXXXX)
+AGENT_PID=
+cleanup() {
+  if [ -n "$AGENT_PID" ]; then kill -9 "$AGENT_PID"; wait "$AGENT_PID"; fi 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+export EDGELOOP_STATE=$work/state
+S=$EDGELOOP_STATE
+LOG=$work/agent.log
+fails=0
+fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
+ok() { echo "ok: $*"; }
+# wait_for COND [TENTHS]: polls COND every 0.1 s (default up to 60 s)
+wait_for() {
+  local n=${2:-600}
+  while [ "$n" -gt 0 ]; do
+    eval "$1" && return 0
+    sleep 0.1
+    n=$((n - 1))
+  done
+  return 1
+}
+lines() { # lines N TAG: N prompt/completion samples unique to TAG
+  local i
+  for ((i = 0; i < $1; i++)); do
+    echo "{\"prompt\": \"$2 PRESS-0$((i % 9)) pressure=$((150 + i))bar Action:\", \"completion\": \" check seal $i\"}"
+  done
+}
+active() { "$E" versions --json | sed -n 's/^  "active": \([0-9a-z]*\),*$/\1/p'; }
+vstate() { "$E" show "$1" --json | sed -n 's/^  "state": "\([a-z_]*\)",*$/\1/p'; }
+nstarted() { grep -c "event=train.started" "$LOG"; }
+start_agent() { # start_agent [ENV=VALUE]: the agent, up once its socket answers
+  env "$@" "$E" agent --stop-timeout 5 2>>"$LOG" &
+  AGENT_PID=$!
+  wait_for '"$E" status --json 2>/dev/null | grep -q "\"running\": true"' ||
+    fail "agent did not come up"
+}
+
+# a small random Llama (as in test_agent.sh): cpu training takes a second
+/usr/bin/python3 - "$work/model" <<'PY'
+import json, os, random, struct, sys
+d = sys.argv[1]
+os.makedirs(d)
+cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+       "vocab_size": 259, "hidden_size": 32, "intermediate_size": 48,
+       "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+       "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 64,
+       "tie_word_embeddings": True, "edgeloop_tokenizer": "bytes-v1"}
+json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+rng = random.Random(11)
+H, I, KV = 32, 48, 16
+shapes = {"model.embed_tokens.weight": (259, H), "model.norm.weight": (H,)}
+for n in range(2):
+    p = f"model.layers.{n}."
+    shapes.update({p + "self_attn.q_proj.weight": (H, H), p + "self_attn.k_proj.weight": (KV, H),
+                   p + "self_attn.v_proj.weight": (KV, H), p + "self_attn.o_proj.weight": (H, H),
+                   p + "mlp.gate_proj.weight": (I, H), p + "mlp.up_proj.weight": (I, H),
+                   p + "mlp.down_proj.weight": (H, I), p + "input_layernorm.weight": (H,),
+                   p + "post_attention_layernorm.weight": (H,)})
+header, blob = {}, b""
+for name in sorted(shapes):
+    shape = shapes[name]
+    n = 1
+    for s in shape:
+        n *= s
+    vals = [1.0 + rng.uniform(-0.1, 0.1) if len(shape) == 1 else rng.uniform(-0.3, 0.3)
+            for _ in range(n)]
+    header[name] = {"dtype": "F32", "shape": list(shape),
+                    "data_offsets": [len(blob), len(blob) + 4 * n]}
+    blob += struct.pack(f"<{n}f", *vals)
+h = json.dumps(header, separators=(",", ":")).encode()
+h += b" " * ((8 - len(h) % 8) % 8)
+open(os.path.join(d, "model.safetensors"), "wb").write(struct.pack("<Q", len(h)) + h + blob)
+PY
+
+"$E" init --model "$work/model" >/dev/null || { echo "init failed"; exit 1; }
+cat >>"$S/edgeloop.conf" <<'EOF2'
+
+[train]
+backend = cpu
+steps = 4
+batch = 2
+seq_len = 48
+rank = 2
+min_new_samples = 20
+window = 00:00-00:00
+
+[gate]
+min_gain = 0
+max_forget = 1
+
+[probation]
+events = 1
+min_events = 1
+max_crashes = 0
+EOF2
+: >"$LOG"
+lines 20 hold >"$work/holdout.jsonl"
+lines 30 anchor >"$work/anchor.jsonl"
+"$E" ingest --split holdout "$work/holdout.jsonl" >/dev/null || fail "ingest holdout"
+"$E" ingest --split anchor "$work/anchor.jsonl" >/dev/null || fail "ingest anchor"
+
+# ---- a first version, trained by the agent, activated and judged good ----
+start_agent
+lines 25 first >"$work/first.jsonl" && mv "$work/first.jsonl" "$S/inbox/first.jsonl"
+wait_for 'grep -qE "event=train.(done|refused|failed)" "$LOG"' 1200 || fail "no first training"
+grep -q "event=train.done" "$LOG" || { fail "first training not activated"; cat "$LOG"; exit 1; }
+kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || fail "SIGTERM: agent exit $?"
+AGENT_PID=
+V1=$(active)
+[ -n "$V1" ] && [ "$V1" != null ] || { fail "no active version after training"; exit 1; }
+"$E" feedback --accept >/dev/null || fail "feedback --accept"
+[ "$(vstate "$V1")" = good ] || fail "version $V1 is $(vstate "$V1"), expected good"
+audit_before=$("$E" audit --json | grep -c '"seq"')
+
+# ---- the crash: the trainer dies after the blob check, the agent with -9 ---
+start_agent EDGELOOP_CRASH_AT=activate.after_blob
+lines 25 second >"$work/second.jsonl" && mv "$work/second.jsonl" "$S/inbox/second.jsonl"
+wait_for '[ "$(nstarted)" -ge 2 ]' 1200 || fail "second training did not start"
+wait_for 'grep -q "event=train.failed exit=137" "$LOG"' 1200 ||
+  fail "the trainer was not killed at activate.after_blob"
+kill -9 "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null
+AGENT_PID=
+V2=$("$E" versions --json | sed -n 's/^ *"id": \([0-9]*\),*$/\1/p' | sort -n | tail -n 1)
+[ "$V2" -gt "$V1" ] 2>/dev/null || fail "the interrupted run registered no version"
+
+# ---- restart without the variable -------------------------------------------
+out=$("$E" check 2>&1) || fail "state check after the crash: $out"
+start_agent
+out=$("$E" check 2>&1) || fail "state check after the restart: $out"
+"$E" audit --verify >/dev/null 2>&1 || fail "audit chain does not verify"
+a=$(active)
+[ "$a" = "$V1" ] || fail "active after the crash: $a, expected the previous one ($V1)"
+[ "$(vstate "$V1")" = good ] || fail "version $V1 is $(vstate "$V1") after the restart"
+[ "$(vstate "$V2")" = candidate ] || fail "version $V2 is $(vstate "$V2"), expected candidate"
+acts=$("$E" audit --json | /usr/bin/python3 -c '
+import json, sys
+rows = json.load(sys.stdin)["audit"]
+print(*[sum(r["event"] == "activated" and r["version"] == int(v) for r in rows)
+        for v in sys.argv[1:]])' "$V1" "$V2")
+[ "$acts" = "1 0" ] ||
+  fail "audit activations of $V1 and $V2: $acts, expected 1 and 0 (no half activation)"
+[ "$("$E" audit --json | grep -c '"seq"')" -ge "$audit_before" ] || fail "audit entries lost"
+ok "after the crash: $V1 active and good, $V2 candidate"
+
+# the restarted agent carries on: new data, a new run, a new active version
+lines 40 third >"$work/third.jsonl" && mv "$work/third.jsonl" "$S/inbox/third.jsonl"
+n0=$(nstarted)
+wait_for '[ "$(nstarted)" -gt "$n0" ] && [ "$(grep -cE "event=train.(done|refused)" "$LOG")" -ge 2 ]' 1200 ||
+  fail "the restarted agent did not train"
+if grep "event=train" "$LOG" | tail -n 1 | grep -q "event=train.done"; then
+  a=$(active)
+  [ "$a" -gt "$V2" ] 2>/dev/null && [ "$(vstate "$a")" = probation ] ||
+    fail "after the retrain: active $a ($(vstate "$a")), expected a new version on probation"
+  ok "the restarted agent trained and activated version $a"
+else
+  fail "the retrain was refused: $(grep "event=train" "$LOG" | tail -n 1)"
+fi
+out=$("$E" check 2>&1) || fail "state check after the retrain: $out"
+kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || fail "final SIGTERM: exit $?"
+AGENT_PID=
+
+if [ "$fails" -ne 0 ]; then
+  echo "--- agent log"; cat "$LOG"
+  echo "$fails check(s) failed"
+  exit 1
+fi
+echo "all agent crash checks passed"
