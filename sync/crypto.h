@@ -82,6 +82,13 @@ int el_crypto_sign(const el_crypto_key *key, const void *msg, size_t len,
 int el_crypto_verify(const el_crypto_key *key, const void *msg, size_t len,
                      const uint8_t *sig, size_t sig_len, el_error *err);
 
+/* Builds, in GROUP (an mbedtls_ecp_group *, for tls.c), the table of the
+ * generator that mbedTLS otherwise builds lazily on the first
+ * multiplication. A group shared by threads (a long-lived key or CA
+ * certificate) must be warmed before it is shared: the lazy build writes the
+ * group. Returns 0 or EL_EINTERNAL. */
+int el_crypto_ecp_warm(void *group);
+
 /* ---- X.509 --------------------------------------------------------------- */
 
 /* What a certificate says. Roles: "ca", "device", "hub", "admin". */
@@ -113,6 +120,11 @@ typedef struct el_crypto_cert_params {
 int el_crypto_cert_parse(const uint8_t *buf, size_t len, el_crypto_cert **out,
                          el_error *err);
 int el_crypto_cert_load(const char *path, el_crypto_cert **out, el_error *err);
+
+/* Makes CERT safe to verify with from several threads at once (a CA held by
+ * a server): warms its key's group (see el_crypto_ecp_warm). Returns 0 or
+ * EL_EINTERNAL. */
+int el_crypto_cert_share(el_crypto_cert *cert);
 void el_crypto_cert_destroy(el_crypto_cert *cert);
 
 /* Borrowed pointer to the certificate's DER bytes (valid while CERT lives). */

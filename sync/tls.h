@@ -107,6 +107,14 @@ int el_tls_wait(el_tls_conn *conn, int timeout_ms, const volatile int *cancel);
  * (bounds a whole request, so a slow trickle cannot hold a worker); 0 clears. */
 void el_tls_set_deadline(el_tls_conn *conn, int deadline_ms);
 
+/* 1 when bytes already read from the socket wait inside the TLS layer (a
+ * decrypted record, or records not yet decrypted): poll() on the socket
+ * would not see them. */
+int el_tls_pending(el_tls_conn *conn);
+
+/* The socket of CONN, for an event loop. CONN keeps owning it. */
+int el_tls_conn_fd(const el_tls_conn *conn);
+
 const el_tls_peer *el_tls_conn_peer(const el_tls_conn *conn);
 /* 1 when the handshake resumed an earlier session. */
 int el_tls_conn_resumed(const el_tls_conn *conn);

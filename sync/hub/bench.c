@@ -22,6 +22,7 @@
 #include "base/json.h"
 #include "client.h"
 #include "fleetkit.h"
+#include "hub.h"
 
 #define DAY 86400
 #define DELTAS_PER_DEVICE 8
@@ -199,7 +200,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     const char *hub = NULL;
-    int n = 200, seconds = 10, workers = 8, json = 0;
+    int n = 200, seconds = 10, workers = EL_HUB_DEFAULT_WORKERS, json = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--hub") && i + 1 < argc)
             hub = argv[++i];

@@ -109,6 +109,12 @@ void el_hub_count(el_hub *hub, enum el_hub_route route, int status);
 
 /* ---- server (server.c) -------------------------------------------------- */
 
+/* Worker threads when --workers is not given. Idle keep-alive connections
+ * do not hold one (server.c design note 1); a worker is busy during a TLS
+ * handshake and a request, and some of that is waiting on the client, so a
+ * few per core. */
+#define EL_HUB_DEFAULT_WORKERS 16
+
 typedef struct el_hub_serve_opts {
     const char *listen;            /* ADDR:PORT, port 0 = any free */
     const char *port_file;         /* written with the chosen port, or NULL */

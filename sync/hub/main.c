@@ -43,7 +43,7 @@ static void usage(FILE *out)
             "       edgeloop-hub import FILE.elb... --ca ca.crt --root root.elb --data DIR\n"
             "\n"
             "serve options:\n"
-            "  --workers N              worker threads (default 8)\n"
+            "  --workers N              worker threads (default 16; idle connections hold none)\n"
             "  --port-file FILE         write the port chosen (for --listen HOST:0)\n"
             "  --request-timeout MS     one request, first byte to last (default 30000)\n"
             "  --idle-timeout MS        keep-alive wait for the next request (default 5000)\n"
@@ -68,7 +68,7 @@ static int int_arg(const char *v, long long min, long long max, long long *out)
 static int parse_args(int argc, char **argv, hub_args *a)
 {
     memset(a, 0, sizeof *a);
-    a->workers = 8;
+    a->workers = EL_HUB_DEFAULT_WORKERS;
     a->request_timeout_ms = 30000;
     a->idle_timeout_ms = 5000;
     a->handshake_timeout_ms = 10000;

@@ -123,6 +123,8 @@ int el_hub_init(el_hub *hub, el_hub_store *store, const char *ca_path,
     el_bundle b;
     el_bundle_init(&b);
     int rc = el_crypto_cert_load(ca_path, &hub->ca, err);
+    if (!rc && el_crypto_cert_share(hub->ca))
+        rc = el_error_set(err, EL_EINPUT, "%s: the CA key is not a P-256 key", ca_path);
     if (!rc)
         rc = el_crypto_cert_get_info(hub->ca, &info, err);
     if (rc)

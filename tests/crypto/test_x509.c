@@ -282,6 +282,56 @@ static void test_kat_with_openssl(void)
              "%s/tests/crypto/vectors/kat1.txt)\" ]", dir, src, src) == 0);
 }
 
+/* el_crypto_verify parses the DER signature itself (crypto.c design note
+ * 6): every single-byte change, a trailing byte, a cut, r = 0 and s = n must
+ * fail; the untouched signature must pass, for several keys and messages. */
+static void test_verify_malformed(void)
+{
+    el_error err;
+    for (int round = 0; round < 4; round++) {
+        el_crypto_key *k = NULL;
+        CHECK_OK(el_crypto_key_generate(&k, &err), &err);
+        char msg[32];
+        int mlen = snprintf(msg, sizeof msg, "status %d", round);
+        uint8_t sig[EL_CRYPTO_SIG_MAX + 1], bad[EL_CRYPTO_SIG_MAX + 1];
+        size_t len;
+        CHECK_OK(el_crypto_sign(k, msg, (size_t)mlen, sig, &len, &err), &err);
+        CHECK_OK(el_crypto_verify(k, msg, (size_t)mlen, sig, len, &err), &err);
+        CHECK(el_crypto_verify(k, msg, (size_t)mlen - 1, sig, len, &err) == EL_ETRUST);
+        int wrong = 0;
+        for (size_t i = 0; i < len; i++) {
+            for (int bit = 0; bit < 8; bit += 3) {
+                memcpy(bad, sig, len);
+                bad[i] ^= (uint8_t)(1u << bit);
+                wrong += el_crypto_verify(k, msg, (size_t)mlen, bad, len, &err) == 0;
+            }
+        }
+        CHECK(wrong == 0);
+        memcpy(bad, sig, len);
+        bad[len] = 0;
+        CHECK(el_crypto_verify(k, msg, (size_t)mlen, bad, len + 1, &err) == EL_ETRUST);
+        /* a byte after s inside the SEQUENCE (short-form length) */
+        CHECK(sig[1] < 0x7f);
+        bad[1]++;
+        CHECK(el_crypto_verify(k, msg, (size_t)mlen, bad, len + 1, &err) == EL_ETRUST);
+        CHECK(el_crypto_verify(k, msg, (size_t)mlen, sig, len - 1, &err) == EL_ETRUST);
+        CHECK(el_crypto_verify(k, msg, (size_t)mlen, sig, 0, &err) == EL_ETRUST);
+        el_crypto_key_destroy(k);
+    }
+    el_crypto_key *k = fx_key();
+    /* r = 0, s = 1 */
+    static const uint8_t zero_r[] = {0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x01};
+    CHECK(el_crypto_verify(k, "m", 1, zero_r, sizeof zero_r, &err) == EL_ETRUST);
+    /* r = 1, s = n (the P-256 group order) */
+    static const uint8_t s_is_n[] = {
+        0x30, 0x26, 0x02, 0x01, 0x01, 0x02, 0x21, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00,
+        0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xbc, 0xe6,
+        0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25,
+        0x51};
+    CHECK(el_crypto_verify(k, "m", 1, s_is_n, sizeof s_is_n, &err) == EL_ETRUST);
+    el_crypto_key_destroy(k);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/el-x509-XXXXXX");
@@ -294,6 +344,7 @@ int main(void)
     if (!have_openssl)
         fprintf(stderr, "openssl or xxd missing: interop checks skipped\n");
     test_keys();
+    test_verify_malformed();
     test_certs();
     test_kat_with_openssl();
     sh("rm -rf %s", dir);
