@@ -59,39 +59,8 @@ refused() {
   fi
 }
 
-# A small random model (plain Python) and a trained adapter for it.
-python3 - "$T/model" <<'PY'
-import json, os, random, struct, sys
-d = sys.argv[1]
-os.makedirs(d)
-cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-       "vocab_size": 259, "hidden_size": 16, "intermediate_size": 24,
-       "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-       "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 32,
-       "tie_word_embeddings": True, "edgeloop_tokenizer": "bytes-v1"}
-json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
-rng = random.Random(9)
-H, I, KV = 16, 24, 8
-shapes = {"model.embed_tokens.weight": (259, H), "model.norm.weight": (H,)}
-p = "model.layers.0."
-shapes.update({p + "self_attn.q_proj.weight": (H, H), p + "self_attn.k_proj.weight": (KV, H),
-               p + "self_attn.v_proj.weight": (KV, H), p + "self_attn.o_proj.weight": (H, H),
-               p + "mlp.gate_proj.weight": (I, H), p + "mlp.up_proj.weight": (I, H),
-               p + "mlp.down_proj.weight": (H, I), p + "input_layernorm.weight": (H,),
-               p + "post_attention_layernorm.weight": (H,)})
-header, blob = {}, b""
-for name in sorted(shapes):
-    n = 1
-    for s in shapes[name]:
-        n *= s
-    vals = [1.0 if len(shapes[name]) == 1 else rng.uniform(-0.3, 0.3) for _ in range(n)]
-    header[name] = {"dtype": "F32", "shape": list(shapes[name]),
-                    "data_offsets": [len(blob), len(blob) + 4 * n]}
-    blob += struct.pack(f"<{n}f", *vals)
-h = json.dumps(header, separators=(",", ":")).encode()
-h += b" " * ((8 - len(h) % 8) % 8)
-open(os.path.join(d, "model.safetensors"), "wb").write(struct.pack("<Q", len(h)) + h + blob)
-PY
+# A small random model (tiny_model.py, seed 9) and a trained adapter for it.
+python3 "$(dirname "$0")/../e2e/tiny_model.py" "$T/model" 9 --layers 1 --hidden 16 --unit-norms
 for i in $(seq 1 12); do echo "{\"text\": \"PRESS-0$i pressure=$((150 + i))bar status=OK\"}"; done > "$T/data.jsonl"
 for a in A B C; do
   seed=$(printf '%d' "'$a")

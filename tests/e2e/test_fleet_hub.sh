@@ -12,97 +12,22 @@
 set -u
 EL="$1"
 HUB="$2"
-FLEET="$3"
+F="$3"
 TMP=$(mktemp -d /tmp/el_fleethub.XXXXXX)
-HUB_PID=
-cleanup() {
-  if [ -n "$HUB_PID" ]; then kill -9 "$HUB_PID"; wait "$HUB_PID"; fi 2>/dev/null
-  [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; fails=$((fails + 1)); }
-expect() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
-quiet() { "$@" >"$TMP/out" 2>&1 || { echo "FAIL: $*"; cat "$TMP/out"; fails=$((fails + 1)); }; }
-jget() { /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d' + sys.argv[2]))" "$1" "$2"; }
+. "$(dirname "$0")/lib.sh"
 rfc3339() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
 
 NOW=$(date +%s)
 DAY=86400
 # The fleet is made 60 days ago, so that a device whose clock is 50 days
 # behind still accepts its certificates and root.
-export EDGELOOP_FLEET="$TMP/fleet"
 export EDGELOOP_FLEET_NOW=$(rfc3339 $((NOW - 60 * DAY)))
-F="$FLEET"
-quiet "$F" ca init
-for k in root1 rel1 rel2; do quiet "$F" keys gen "$k"; done
-quiet "$F" root init --root-key root1 --root-threshold 1 --release-key rel1 rel2 \
-  --release-threshold 2 --expires 365d
-ROOT1=$(ls "$EDGELOOP_FLEET"/root*.elb | head -n 1)
-CA="$EDGELOOP_FLEET/ca.crt"
-quiet "$F" csr --cn localhost --key-out "$TMP/hub.key" -o "$TMP/hub.csr"
-quiet "$F" issue --csr "$TMP/hub.csr" --role hub --name localhost -o "$TMP/hub.crt"
-quiet "$F" csr --cn admin-1 --key-out "$TMP/admin.key" -o "$TMP/admin.csr"
-quiet "$F" issue --csr "$TMP/admin.csr" --role admin -o "$TMP/admin.crt"
-
-"$HUB" serve --listen 127.0.0.1:0 --port-file "$TMP/port" --cert "$TMP/hub.crt" \
-  --key "$TMP/hub.key" --ca "$CA" --root "$ROOT1" --data "$TMP/hubdata" >>"$TMP/hub.log" 2>&1 &
-HUB_PID=$!
-for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.1; done
-PORT=$(cat "$TMP/port")
+fleet_init
+start_hub
 H=(--hub "https://localhost:$PORT" --cert "$TMP/admin.crt" --key "$TMP/admin.key" --ca "$CA")
 
 # a small random Llama for the device (cpu training takes a second)
-/usr/bin/python3 - "$TMP/model" <<'PY'
-import json, os, random, struct, sys
-d = sys.argv[1]
-os.makedirs(d)
-json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 259,
-           "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1,
-           "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-           "rope_theta": 10000.0, "max_position_embeddings": 64, "tie_word_embeddings": True,
-           "edgeloop_tokenizer": "bytes-v1"}, open(os.path.join(d, "config.json"), "w"))
-rng = random.Random(11)
-H, I, KV = 32, 48, 16
-p = "model.layers.0."
-shapes = {"model.embed_tokens.weight": (259, H), "model.norm.weight": (H,),
-          p + "self_attn.q_proj.weight": (H, H), p + "self_attn.k_proj.weight": (KV, H),
-          p + "self_attn.v_proj.weight": (KV, H), p + "self_attn.o_proj.weight": (H, H),
-          p + "mlp.gate_proj.weight": (I, H), p + "mlp.up_proj.weight": (I, H),
-          p + "mlp.down_proj.weight": (H, I), p + "input_layernorm.weight": (H,),
-          p + "post_attention_layernorm.weight": (H,)}
-header, blob = {}, b""
-for name in sorted(shapes):
-    n = 1
-    for x in shapes[name]:
-        n *= x
-    vals = [1.0 if len(shapes[name]) == 1 else rng.uniform(-0.3, 0.3) for _ in range(n)]
-    header[name] = {"dtype": "F32", "shape": list(shapes[name]),
-                    "data_offsets": [len(blob), len(blob) + 4 * n]}
-    blob += struct.pack(f"<{n}f", *vals)
-h = json.dumps(header, separators=(",", ":")).encode()
-h += b" " * (-len(h) % 8)
-open(os.path.join(d, "model.safetensors"), "wb").write(struct.pack("<Q", len(h)) + h + blob)
-PY
-lines() { # lines N PREFIX: N samples unique to PREFIX
-  for i in $(seq 1 "$1"); do
-    echo "{\"prompt\": \"$2 PRESS-0$((i % 9)) pressure=$((150 + i))bar Action:\", \"completion\": \" check seal $i\"}"
-  done
-}
-
-lines() { # lines N PREFIX: N samples unique to PREFIX
-  for i in $(seq 1 "$1"); do
-    echo "{\"prompt\": \"$2 PRESS-0$((i % 9)) pressure=$((150 + i))bar Action:\", \"completion\": \" check seal $i\"}"
-  done
-}
-device() { # device STATE NAME GROUP: init + enroll against the hub
-  quiet "$EL" init --state "$1" --model "$TMP/model"
-  quiet "$EL" enroll --state "$1" --csr-out "$TMP/$2.csr" --name "$2"
-  quiet "$F" issue --csr "$TMP/$2.csr" --role device --group "$3" -o "$TMP/$2.crt"
-  quiet "$EL" enroll --state "$1" --cert "$TMP/$2.crt" --ca "$CA" --root "$ROOT1" \
-    --hub "https://localhost:$PORT"
-}
+/usr/bin/python3 "$(dirname "$0")/tiny_model.py" "$TMP/model" 11 --layers 1 --unit-norms
 
 # ---- release push ----
 unset EDGELOOP_FLEET_NOW
@@ -129,17 +54,7 @@ expect '[ $? -eq 2 ]' "push of a file that is no bundle: bad input, exit 2"
 # ---- a device trains, syncs, shows in status ----
 S1="$TMP/dev1"
 device "$S1" dev-1 line-a
-printf '\n[train]\nbackend = cpu\nsteps = 2\nbatch = 2\nseq_len = 48\nrank = 2\n' >>"$S1/edgeloop.conf"
-printf '[gate]\nmin_gain = 0\nmax_forget = 1\n' >>"$S1/edgeloop.conf"
-printf '[probation]\nevents = 1\nmin_events = 1\nmax_probe_regress = 1\n' >>"$S1/edgeloop.conf"
-lines 30 train >"$TMP/train.jsonl"
-lines 20 hold >"$TMP/hold.jsonl"
-lines 30 anchor >"$TMP/anchor.jsonl"
-quiet "$EL" ingest --state "$S1" --split train "$TMP/train.jsonl"
-quiet "$EL" ingest --state "$S1" --split holdout "$TMP/hold.jsonl"
-quiet "$EL" ingest --state "$S1" --split anchor "$TMP/anchor.jsonl"
-quiet "$EL" train --state "$S1"
-quiet "$EL" feedback --state "$S1" --accept
+good_version "$S1"
 "$EL" sync --state "$S1" --json >"$TMP/s1.json" 2>"$TMP/s1.err"
 expect '[ $? -eq 0 ] && [ "$(jget "$TMP/s1.json" "[\"uploaded\"]")" = 1 ]' \
        "device 1 syncs and uploads its delta"
@@ -161,8 +76,7 @@ expect '[ $? -eq 2 ] && [ ! -e "$TMP/none.elb" ]' "promote of an unknown bundle:
 expect '[ $? -eq 0 ] && [ -s "$TMP/promo.elb" ]' "promote writes a release"
 "$F" release push "$TMP/promo.elb" "${H[@]}" >/dev/null 2>&1
 expect '[ $? -eq 3 ]' "the unsigned promoted release is refused by the hub"
-quiet "$F" release sign "$TMP/promo.elb" --key rel1
-quiet "$F" release sign "$TMP/promo.elb" --key rel2
+sign_release "$TMP/promo.elb"
 "$F" release push "$TMP/promo.elb" "${H[@]}" >/dev/null 2>&1
 expect '[ $? -eq 0 ]' "the 2-of-2 signed promoted release is published"
 S2="$TMP/dev2"
@@ -195,8 +109,7 @@ BUNDLE2=$(jget "$TMP/s1b.json" '["events"][0]["bundle"]')   # uploads come first
   --json >"$TMP/promo2.json" 2>"$TMP/promo2.err"
 expect '[ $? -eq 0 ] && [ "$(jget "$TMP/promo2.json" "[\"result\"]")" != "$RESULT" ]' \
        "promote of a second version follows its parent on the hub"
-quiet "$F" release sign "$TMP/promo2.elb" --key rel1
-quiet "$F" release sign "$TMP/promo2.elb" --key rel2
+sign_release "$TMP/promo2.elb"
 quiet "$F" release push "$TMP/promo2.elb" "${H[@]}"
 "$EL" sync --state "$S2" --json >"$TMP/s2b.json" 2>/dev/null
 expect '[ "$(jget "$TMP/s2b.json" "[\"installed\"]")" = 1 ]' \
@@ -209,8 +122,7 @@ printf '[probation]\nevents = 5\n' >"$TMP/old.ini"
 EDGELOOP_FLEET_NOW=$(rfc3339 $((NOW - 60 * DAY))) \
   quiet "$F" release create --kind policy --policy "$TMP/old.ini" --target '*' --counter 3 \
   --expires 30d -o "$TMP/old.elb"
-quiet "$F" release sign "$TMP/old.elb" --key rel1
-quiet "$F" release sign "$TMP/old.elb" --key rel2
+sign_release "$TMP/old.elb"
 export EDGELOOP_NOW=$((NOW - 50 * DAY))
 S3="$TMP/dev3"
 export EDGELOOP_FLEET_NOW=$(rfc3339 $((NOW - 60 * DAY)))   # its certificate too
@@ -226,10 +138,4 @@ expect '[ $? -eq 3 ] && [ "$(jget "$TMP/i3.json" "[\"error\"][\"code\"]")" = exp
        "after a sync, the same device refuses it: expired (the hub's time)"
 unset EDGELOOP_NOW
 
-if [ "$fails" -ne 0 ]; then
-  echo "--- hub log"
-  tail -n 20 "$TMP/hub.log"
-  echo "$fails check(s) failed"
-  exit 1
-fi
-echo "all fleet hub checks passed"
+finish "fleet hub"

@@ -16,111 +16,23 @@
 set -u
 EL="$1"
 HUB="$2"
-FLEET="$3"
+F="$3"
 TMP=$(mktemp -d /tmp/el_sync.XXXXXX)
-HUB_PID=
-AGENT_PID=
-cleanup() {
-  if [ -n "$AGENT_PID" ]; then kill -9 "$AGENT_PID"; wait "$AGENT_PID"; fi 2>/dev/null
-  if [ -n "$HUB_PID" ]; then kill -9 "$HUB_PID"; wait "$HUB_PID"; fi 2>/dev/null
-  [ -n "${KEEP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-fails=0
-ok() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; fails=$((fails + 1)); }
-expect() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
-quiet() { "$@" >"$TMP/out" 2>&1 || { echo "FAIL: $*"; cat "$TMP/out"; fails=$((fails + 1)); }; }
-jget() { /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval('d' + sys.argv[2]))" "$1" "$2"; }
+. "$(dirname "$0")/lib.sh"
 
-export EDGELOOP_FLEET="$TMP/fleet"
-F="$FLEET"
-quiet "$F" ca init
-for k in root1 root2 rel1 rel2; do quiet "$F" keys gen "$k"; done
-quiet "$F" root init --root-key root1 --root-threshold 1 --release-key rel1 rel2 \
-  --release-threshold 2 --expires 365d
-ROOT1=$(ls "$EDGELOOP_FLEET"/root*.elb | head -n 1)
-CA="$EDGELOOP_FLEET/ca.crt"
-quiet "$F" csr --cn localhost --key-out "$TMP/hub.key" -o "$TMP/hub.csr"
-quiet "$F" issue --csr "$TMP/hub.csr" --role hub --name localhost -o "$TMP/hub.crt"
-quiet "$F" csr --cn admin-1 --key-out "$TMP/admin.key" -o "$TMP/admin.csr"
-quiet "$F" issue --csr "$TMP/admin.csr" --role admin -o "$TMP/admin.crt"
-
-start_hub() {
-  rm -f "$TMP/port"
-  "$HUB" serve --listen "127.0.0.1:${1:-0}" --port-file "$TMP/port" --cert "$TMP/hub.crt" \
-    --key "$TMP/hub.key" --ca "$CA" --root "$ROOT1" --data "$TMP/hubdata" >>"$TMP/hub.log" 2>&1 &
-  HUB_PID=$!
-  for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.1; done
-  PORT=$(cat "$TMP/port")
-}
+fleet_init root2   # root2 signs root 2 (the rotation below)
 start_hub
-admin() { # admin METHOD PATH [FILE]: curl as the fleet admin, prints the HTTP code
-  curl -s -o "$TMP/admin.out" -w '%{http_code}' --cert "$TMP/admin.crt" --key "$TMP/admin.key" \
-    --cacert "$CA" -X "$1" ${3:+--data-binary "@$3"} "https://localhost:$PORT$2"
-}
-
 # a small random Llama for the device (cpu training takes a second)
-/usr/bin/python3 - "$TMP/model" <<'PY'
-import json, os, random, struct, sys
-d = sys.argv[1]
-os.makedirs(d)
-json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 259,
-           "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1,
-           "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5,
-           "rope_theta": 10000.0, "max_position_embeddings": 64, "tie_word_embeddings": True,
-           "edgeloop_tokenizer": "bytes-v1"}, open(os.path.join(d, "config.json"), "w"))
-rng = random.Random(11)
-H, I, KV = 32, 48, 16
-p = "model.layers.0."
-shapes = {"model.embed_tokens.weight": (259, H), "model.norm.weight": (H,),
-          p + "self_attn.q_proj.weight": (H, H), p + "self_attn.k_proj.weight": (KV, H),
-          p + "self_attn.v_proj.weight": (KV, H), p + "self_attn.o_proj.weight": (H, H),
-          p + "mlp.gate_proj.weight": (I, H), p + "mlp.up_proj.weight": (I, H),
-          p + "mlp.down_proj.weight": (H, I), p + "input_layernorm.weight": (H,),
-          p + "post_attention_layernorm.weight": (H,)}
-header, blob = {}, b""
-for name in sorted(shapes):
-    n = 1
-    for x in shapes[name]:
-        n *= x
-    vals = [1.0 if len(shapes[name]) == 1 else rng.uniform(-0.3, 0.3) for _ in range(n)]
-    header[name] = {"dtype": "F32", "shape": list(shapes[name]),
-                    "data_offsets": [len(blob), len(blob) + 4 * n]}
-    blob += struct.pack(f"<{n}f", *vals)
-h = json.dumps(header, separators=(",", ":")).encode()
-h += b" " * (-len(h) % 8)
-open(os.path.join(d, "model.safetensors"), "wb").write(struct.pack("<Q", len(h)) + h + blob)
-PY
-lines() { # lines N PREFIX: N samples unique to PREFIX
-  for i in $(seq 1 "$1"); do
-    echo "{\"prompt\": \"$2 PRESS-0$((i % 9)) pressure=$((150 + i))bar Action:\", \"completion\": \" check seal $i\"}"
-  done
-}
+/usr/bin/python3 "$(dirname "$0")/tiny_model.py" "$TMP/model" 11 --layers 1 --unit-norms
 
 S="$TMP/state"
 quiet "$EL" init --state "$S" --model "$TMP/model"
 "$EL" sync --state "$S" >/dev/null 2>"$TMP/noenroll.err"
 expect '[ $? -eq 75 ] && grep -q "offline" "$TMP/noenroll.err"' \
        "no hub configured: offline, exit 75"
-quiet "$EL" enroll --state "$S" --csr-out "$TMP/dev.csr" --name dev-1
-quiet "$F" issue --csr "$TMP/dev.csr" --role device --group line-a -o "$TMP/dev.crt"
-quiet "$EL" enroll --state "$S" --cert "$TMP/dev.crt" --ca "$CA" --root "$ROOT1" \
-  --hub "https://localhost:$PORT"
-
-# a good local version for the outbox: a lenient gate and a one-event
-# probation, so a two-step run on the cpu passes and one accept makes it good
-printf '\n[train]\nbackend = cpu\nsteps = 2\nbatch = 2\nseq_len = 48\nrank = 2\n' >>"$S/edgeloop.conf"
-printf '[gate]\nmin_gain = 0\nmax_forget = 1\n' >>"$S/edgeloop.conf"
-printf '[probation]\nevents = 1\nmin_events = 1\nmax_probe_regress = 1\n' >>"$S/edgeloop.conf"
-lines 30 train >"$TMP/train.jsonl"
-lines 20 hold >"$TMP/hold.jsonl"
-lines 30 anchor >"$TMP/anchor.jsonl"
-quiet "$EL" ingest --state "$S" --split train "$TMP/train.jsonl"
-quiet "$EL" ingest --state "$S" --split holdout "$TMP/hold.jsonl"
-quiet "$EL" ingest --state "$S" --split anchor "$TMP/anchor.jsonl"
-quiet "$EL" train --state "$S"
-quiet "$EL" feedback --state "$S" --accept
+enroll "$S" dev-1 line-a
+# a good local version for the outbox
+good_version "$S"
 expect '"$EL" versions --state "$S" | grep -q good' "a good local version exists"
 
 # ---- outbox upload + status ----
@@ -149,10 +61,7 @@ expect '[ "$(admin GET /v1/devices/dev-1)" = 200 ] && grep -q "\"seq\"" "$TMP/ad
 printf '[probation]\nevents = 7\n' >"$TMP/policy.ini"
 quiet "$F" release create --kind policy --policy "$TMP/policy.ini" --target '*' --counter 1 \
   --expires 30d -o "$TMP/pol1.elb"
-quiet "$F" release sign "$TMP/pol1.elb" --key rel1
-quiet "$F" release sign "$TMP/pol1.elb" --key rel2
-bundle_id() { head -c 8 "$1" | tail -c 4 | od -An -tu4 | tr -d ' ' |
-              { read -r n; tail -c +9 "$1" | head -c "$n" | sha256sum | cut -c1-64; }; }
+sign_release "$TMP/pol1.elb"
 ID1=$(bundle_id "$TMP/pol1.elb")
 expect '[ "$(admin PUT "/v1/releases/$ID1" "$TMP/pol1.elb")" = 201 ]' "admin publishes the release"
 "$EL" sync --state "$S" --json >"$TMP/s2.json" 2>"$TMP/s2.err"
@@ -170,8 +79,7 @@ expect '[ "$(jget "$TMP/s3.json" "[\"releases_seen\"]")" = 0 ]' "the cursor skip
 printf '[probation]\nevents = 9\n' >"$TMP/policy2.ini"
 quiet "$F" release create --kind policy --policy "$TMP/policy2.ini" --target '*' --counter 1 \
   --expires 30d -o "$TMP/pol2.elb"
-quiet "$F" release sign "$TMP/pol2.elb" --key rel1
-quiet "$F" release sign "$TMP/pol2.elb" --key rel2
+sign_release "$TMP/pol2.elb"
 ID2=$(bundle_id "$TMP/pol2.elb")
 quiet admin PUT "/v1/releases/$ID2" "$TMP/pol2.elb"
 "$EL" sync --state "$S" --json >"$TMP/s4.json" 2>/dev/null
@@ -187,8 +95,7 @@ expect '[ "$(jget "$TMP/s5.json" "[\"releases_seen\"]")" = 0 ]' "a refused relea
 # ---- a resumed download ----
 quiet "$F" release create --kind policy --policy "$TMP/policy2.ini" --target '*' --counter 2 \
   --expires 30d -o "$TMP/pol3.elb"
-quiet "$F" release sign "$TMP/pol3.elb" --key rel1
-quiet "$F" release sign "$TMP/pol3.elb" --key rel2
+sign_release "$TMP/pol3.elb"
 ID3=$(bundle_id "$TMP/pol3.elb")
 quiet admin PUT "/v1/releases/$ID3" "$TMP/pol3.elb"
 BLOB3=$(sha256sum "$TMP/pol3.elb" | cut -c1-64)
@@ -211,9 +118,7 @@ expect '[ "$(jget "$TMP/s7.json" "[\"root_version\"]")" = 2 ] &&
         [ "$(jget "$TMP/s7.json" "[\"roots_installed\"]")" = 1 ]' "sync pins root 2"
 
 # ---- offline ----
-kill -TERM "$HUB_PID"
-wait "$HUB_PID" 2>/dev/null
-HUB_PID=
+stop_hub
 cp "$S/registry.db" "$TMP/before.db" 2>/dev/null
 "$EL" sync --state "$S" >"$TMP/off.out" 2>"$TMP/off.err"
 expect '[ $? -eq 75 ]' "hub down: exit 75"
@@ -236,9 +141,7 @@ AGENT_PID=$!
 count() { grep -c "event=$1" "$LOG"; }
 wait_for() { for _ in $(seq 300); do eval "$1" && return 0; sleep 0.1; done; return 1; }
 expect 'wait_for "[ \$(count sync.done) -ge 2 ]"' "the agent syncs every interval"
-kill -TERM "$HUB_PID"
-wait "$HUB_PID" 2>/dev/null
-HUB_PID=
+stop_hub
 expect 'wait_for "[ \$(count sync.offline) -ge 2 ]"' "hub down: the agent backs off and retries"
 expect 'grep "event=sync.offline" "$LOG" | grep -q "retry_in_s="' "the retry delay is logged"
 DONE=$(count sync.done)
@@ -249,10 +152,4 @@ wait "$AGENT_PID"
 expect '[ $? -eq 0 ]' "agent stops cleanly"
 AGENT_PID=
 
-if [ "$fails" -ne 0 ]; then
-  echo "--- hub log"
-  tail -n 20 "$TMP/hub.log"
-  echo "$fails check(s) failed"
-  exit 1
-fi
-echo "all sync checks passed"
+finish sync
