@@ -22,39 +22,8 @@ expect() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
 jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
 run() { "$@" >"$T/out" 2>&1 || { echo "command failed: $*"; cat "$T/out"; bad "$*"; }; }
 
-# A small random model (plain Python).
-python3 - "$T/model" <<'PY'
-import json, os, random, struct, sys
-d = sys.argv[1]
-os.makedirs(d)
-cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-       "vocab_size": 259, "hidden_size": 16, "intermediate_size": 24,
-       "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
-       "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 32,
-       "tie_word_embeddings": True, "edgeloop_tokenizer": "bytes-v1"}
-json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
-rng = random.Random(11)
-H, I, KV = 16, 24, 8
-shapes = {"model.embed_tokens.weight": (259, H), "model.norm.weight": (H,)}
-p = "model.layers.0."
-shapes.update({p + "self_attn.q_proj.weight": (H, H), p + "self_attn.k_proj.weight": (KV, H),
-               p + "self_attn.v_proj.weight": (KV, H), p + "self_attn.o_proj.weight": (H, H),
-               p + "mlp.gate_proj.weight": (I, H), p + "mlp.up_proj.weight": (I, H),
-               p + "mlp.down_proj.weight": (H, I), p + "input_layernorm.weight": (H,),
-               p + "post_attention_layernorm.weight": (H,)})
-header, blob = {}, b""
-for name in sorted(shapes):
-    n = 1
-    for s in shapes[name]:
-        n *= s
-    vals = [1.0 if len(shapes[name]) == 1 else rng.uniform(-0.3, 0.3) for _ in range(n)]
-    header[name] = {"dtype": "F32", "shape": list(shapes[name]),
-                    "data_offsets": [len(blob), len(blob) + 4 * n]}
-    blob += struct.pack(f"<{n}f", *vals)
-h = json.dumps(header, separators=(",", ":")).encode()
-h += b" " * ((8 - len(h) % 8) % 8)
-open(os.path.join(d, "model.safetensors"), "wb").write(struct.pack("<Q", len(h)) + h + blob)
-PY
+# A small random model (same generator as the other e2e tests).
+python3 "$(dirname "$0")/tiny_model.py" "$T/model" 11 --layers 1 --hidden 16 --unit-norms
 
 # The fleet and an enrolled device (a delta is signed by the device key).
 run "$F" ca init
