@@ -48,6 +48,8 @@ int el_cmd_health(int argc, char **argv);
 int el_cmd_agent(int argc, char **argv);
 int el_cmd_status(int argc, char **argv);
 int el_cmd_sync(int argc, char **argv);
+int el_cmd_pause_training(int argc, char **argv);
+int el_cmd_resume_training(int argc, char **argv);
 /* device commands (cmd_device.c): `train` dispatches state/standalone mode */
 int el_cmd_device_train(int argc, char **argv);
 int el_cmd_enroll(int argc, char **argv);

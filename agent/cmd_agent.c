@@ -1,11 +1,15 @@
 /* `edgeloop agent` (the long-running daemon), `edgeloop status` (asks the
- * agent when one runs, reads the state directory otherwise) and `edgeloop
- * sync` (one exchange with the hub). */
+ * agent when one runs, reads the state directory otherwise), `edgeloop
+ * pause-training` / `resume-training` (through the agent, or the flag file
+ * it reads at start), `edgeloop sync` (one exchange with the hub), and the
+ * routing the state-changing commands share (el_cli_route). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/fs.h"
 #include "cli.h"
+#include "cmd_agent.h"
 #include "cmd_state.h"
 #include "daemon/agent.h"
 #include "daemon/sync.h"
@@ -37,7 +41,12 @@ static const char agent_help[] =
     "            {\"cmd\":\"pause-training\"}, {\"cmd\":\"resume-training\"},\n"
     "            {\"cmd\":\"generate\",\"prompt\":\"...\",\"max_tokens\":64} (greedy, with\n"
     "            the active adapter; one at a time, in a child process).\n"
-    "            Answers: {\"ok\":true,...} or {\"ok\":false,\"error\":{...}}.\n"
+    "            Answers: {\"ok\":true,...} or {\"ok\":false,\"error\":{\"code\":\n"
+    "            TAG,\"class\":CLASS,\"message\":...}} (CLASS gives the exit status).\n"
+    "            `edgeloop feedback`, `activate`, `rollback`, `pause-training`\n"
+    "            and `resume-training` go through the socket while an agent\n"
+    "            runs, and work on the state directly (holding agent.lock\n"
+    "            shared, so no agent starts meanwhile) when none does.\n"
     "\n"
     "--config FILE  INI with the same keys as edgeloop.conf, laid over it for\n"
     "               the agent's own decisions (scheduler, retries); a fleet\n"
@@ -46,6 +55,28 @@ static const char agent_help[] =
     "               before it is killed (default 30).\n"
     "Exit status: 0 after a clean stop, 1 when another agent runs or it could\n"
     "not start, 2 for a bad configuration.\n";
+
+int el_cli_route(el_cli_state *c, json_t *request, json_t **reply, int *lock_fd)
+{
+    el_error err = {0};
+    int rc;
+    *reply = NULL;
+    *lock_fd = -1;
+    if (!request)
+        rc = el_error_set(&err, EL_ENOMEM, "out of memory");
+    else
+        rc = el_agent_route(el_store_state_dir(c->state), request, reply, lock_fd, &err);
+    json_decref(request);
+    if (rc)
+        return el_cli_state_fail(c, &err);
+    if (*reply && !json_is_true(json_object_get(*reply, "ok"))) {
+        el_agent_reply_error(*reply, &err);
+        json_decref(*reply);
+        *reply = NULL;
+        return el_cli_state_fail(c, &err);
+    }
+    return 0;
+}
 
 int el_cmd_agent(int argc, char **argv)
 {
@@ -95,7 +126,8 @@ static const char status_help[] =
     "by state, sample counts, the audit head and the last decisions. When an agent\n"
     "runs on the state directory it answers through its socket and adds what it is\n"
     "doing (training, paused, inbox counts); otherwise the registry is read\n"
-    "directly and \"agent\" says it is not running.\n";
+    "directly and \"agent\" says it is not running (and whether training is\n"
+    "paused for the next agent: edgeloop pause-training).\n";
 
 static void print_text(json_t *doc)
 {
@@ -109,7 +141,8 @@ static void print_text(json_t *doc)
                json_integer_value(json_object_get(agent, "training_pid")) ? ", training"
                                                                            : "");
     else
-        printf("agent    not running\n");
+        printf("agent    not running%s\n",
+               json_is_true(json_object_get(agent, "paused")) ? ", training paused" : "");
     if (json_is_object(active))
         printf("active   version %lld (%s)\n",
                (long long)json_integer_value(json_object_get(active, "id")),
@@ -166,10 +199,12 @@ int el_cmd_status(int argc, char **argv)
         if ((rc = el_cli_state_open(&c, 0, &s)))
             return rc;
         doc = el_agent_state_json(s, &err);
+        /* the pause an agent started now would honour */
+        int paused = el_agent_paused(el_store_dir(s));
         el_store_close(s);
         if (!doc)
             return el_cli_state_fail(&c, &err);
-        json_object_set_new(doc, "agent", json_pack("{sb}", "running", 0));
+        json_object_set_new(doc, "agent", json_pack("{sb sb}", "running", 0, "paused", paused));
     } else {
         return el_cli_state_fail(&c, &err);
     }
@@ -180,6 +215,79 @@ int el_cmd_status(int argc, char **argv)
         json_decref(doc);
     }
     return 0;
+}
+
+static const char pause_help[] =
+    "usage: edgeloop pause-training | edgeloop resume-training   [--state DIR] [--json]\n"
+    "\n"
+    "pause-training stops the agent from starting training runs (a run in\n"
+    "progress finishes); resume-training lets it train again. The pause is kept\n"
+    "in STATE/agent.paused, so it outlives a restart of the agent. While an agent\n"
+    "runs the command goes through its socket; otherwise the file is written\n"
+    "directly and an agent started later honours it. --json prints\n"
+    "{\"paused\": BOOL, \"via\": \"agent\"|\"direct\"}.\n"
+    "Environment: EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an\n"
+    "agent that holds agent.lock but does not answer (starting or stopping)\n"
+    "before giving up with exit 1; nothing is changed then.\n";
+
+static int pause_common(int argc, char **argv, int paused)
+{
+    el_cli_state c = {.cmd = paused ? "pause-training" : "resume-training"};
+    for (int i = 1; i < argc; i++) {
+        int k = el_cli_state_common(&c, argc, argv, &i);
+        if (k < 0)
+            return 1;
+        if (!k)
+            return el_cli_usage(c.cmd, "unexpected argument", c.json);
+    }
+    if (c.help) {
+        fputs(pause_help, stdout);
+        return 0;
+    }
+    json_t *reply;
+    int lock;
+    int rc = el_cli_route(&c, json_pack("{ss}", "cmd", c.cmd), &reply, &lock);
+    if (rc)
+        return rc;
+    const char *via = reply ? "agent" : "direct";
+    if (reply) {
+        json_t *p = json_object_get(reply, "paused");
+        if (json_is_boolean(p))
+            paused = json_is_true(p);
+        json_decref(reply);
+    } else {
+        el_error err = {0};
+        const char *dir = el_store_state_dir(c.state);
+        char db[600];
+        /* only an initialized state: a typo in --state must not create a
+         * flag nobody reads */
+        snprintf(db, sizeof db, "%s/registry.db", dir);
+        if (!el_fs_exists(db))
+            rc = el_error_set(&err, EL_ENOTFOUND, "%s: not an initialized state directory "
+                              "(run `edgeloop init`)", dir);
+        else
+            rc = el_agent_set_paused(dir, paused, &err);
+        el_agent_route_end(lock);
+        if (rc)
+            return el_cli_state_fail(&c, &err);
+    }
+    if (c.json)
+        el_cli_state_print(json_pack("{sb ss}", "paused", paused, "via", via));
+    else
+        printf(paused ? "training paused: the agent starts no training run until "
+                        "resume-training\n"
+                      : "training resumed\n");
+    return 0;
+}
+
+int el_cmd_pause_training(int argc, char **argv)
+{
+    return pause_common(argc, argv, 1);
+}
+
+int el_cmd_resume_training(int argc, char **argv)
+{
+    return pause_common(argc, argv, 0);
 }
 
 static const char sync_help[] =

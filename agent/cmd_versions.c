@@ -1,11 +1,19 @@
 /* Version commands: versions, show, lineage, activate, rollback, pin,
- * unpin, feedback, export, register-adapter. */
+ * unpin, feedback, export, register-adapter.
+ *
+ * activate, rollback and feedback are routed (cmd_agent.h el_cli_route):
+ * while an agent runs on the state they are carried out by the agent over
+ * its socket, otherwise directly under the shared agent lock; each prints
+ * the same text, the same --json (plus "via") and exits with the same
+ * status either way. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "cmd_agent.h"
 #include "cmd_state.h"
+#include "daemon/agent.h"
 #include "daemon/device.h"
 
 /* Parses the flags every version command shares plus positional arguments
@@ -44,19 +52,34 @@ static int need_id(el_cli_state *c, const char *text, int64_t *id)
     return 0;
 }
 
+/* Prints version V (consumed; a version object as el_cli_state_version_json
+ * makes it) after WHAT: the object for --json, with "via" added when VIA is
+ * not NULL. Returns 0. */
+static int print_version_doc(el_cli_state *c, json_t *v, const char *what, const char *via)
+{
+    if (c->json) {
+        if (v && via)
+            json_object_set_new(v, "via", json_string(via));
+        el_cli_state_print(v);
+    } else {
+        printf("%s version %lld (%s)\n", what,
+               (long long)json_integer_value(json_object_get(v, "id")),
+               json_string_value(json_object_get(v, "state")));
+        json_decref(v);
+    }
+    return 0;
+}
+
 static int print_version_state(el_cli_state *c, el_store *s, int64_t id,
-                               const char *what)
+                               const char *what, const char *via)
 {
     el_store_version v;
     el_error err;
     if (el_store_version_get(s, id, &v, &err))
         return el_cli_state_fail(c, &err);
-    if (c->json)
-        el_cli_state_print(el_cli_state_version_json(&v));
-    else
-        printf("%s version %lld (%s)\n", what, (long long)v.id, v.state);
+    json_t *doc = el_cli_state_version_json(&v);
     el_store_version_finish(&v);
-    return 0;
+    return print_version_doc(c, doc, what, via);
 }
 
 /* ---- versions --------------------------------------------------------------- */
@@ -229,7 +252,11 @@ static const char activate_help[] =
     "version is activated again as it is. Refused (exit 3): rejected,\n"
     "rolled_back or retired versions, the active version, a candidate without a\n"
     "passed gate, and any change while the active version is pinned or on\n"
-    "probation.\n";
+    "probation.\n"
+    "While an agent runs on the state this goes through its socket (--json\n"
+    "adds \"via\": \"agent\", else \"direct\"); same output and exit status.\n"
+    "EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an agent that\n"
+    "holds agent.lock but does not answer; then exit 1, nothing changed.\n";
 
 int el_cmd_activate(int argc, char **argv)
 {
@@ -245,15 +272,31 @@ int el_cmd_activate(int argc, char **argv)
     int rc = need_id(&c, pos[0], &id);
     if (rc)
         return rc;
-    el_store *s;
-    if ((rc = el_cli_state_open(&c, 0, &s)))
+    json_t *reply;
+    int lock;
+    if ((rc = el_cli_route(&c, json_pack("{ss sI}", "cmd", "activate", "version",
+                                         (json_int_t)id), &reply, &lock)))
         return rc;
-    el_error err;
-    if (el_store_activate(s, id, &err))
-        rc = el_cli_state_fail(&c, &err);
-    else
-        rc = print_version_state(&c, s, id, "activated");
-    el_store_close(s);
+    if (reply) {
+        json_t *v = json_incref(json_object_get(reply, "version"));
+        json_decref(reply);
+        if (!json_is_object(v)) {
+            /* activated, but the answer lacks the version: say what is known */
+            json_decref(v);
+            v = json_pack("{sI ss}", "id", (json_int_t)id, "state", "?");
+        }
+        return print_version_doc(&c, v, "activated", "agent");
+    }
+    el_store *s;
+    if (!(rc = el_cli_state_open(&c, 0, &s))) {
+        el_error err;
+        if (el_store_activate(s, id, &err))
+            rc = el_cli_state_fail(&c, &err);
+        else
+            rc = print_version_state(&c, s, id, "activated", "direct");
+        el_store_close(s);
+    }
+    el_agent_route_end(lock);
     return rc;
 }
 
@@ -264,7 +307,11 @@ static const char rollback_help[] =
     "(a good one stays good). Without --to the most recently active good\n"
     "version is activated; --to ID activates that good version; --to base runs\n"
     "the base model alone. Refused (exit 3) when there is no good version to\n"
-    "go to, or while pinned.\n";
+    "go to, or while pinned.\n"
+    "While an agent runs on the state this goes through its socket (--json\n"
+    "adds \"via\": \"agent\", else \"direct\"); same output and exit status.\n"
+    "EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an agent that\n"
+    "holds agent.lock but does not answer; then exit 1, nothing changed.\n";
 
 static int rollback_flag(void *ctx, int argc, char **argv, int *i)
 {
@@ -291,28 +338,46 @@ int el_cmd_rollback(int argc, char **argv)
         target = -1;
     else if (to && el_cli_state_id(to, &target))
         return el_cli_usage(c.cmd, "--to needs a version ID or \"base\"", c.json);
-    el_store *s;
-    int rc = el_cli_state_open(&c, 0, &s);
+    json_t *req = json_pack("{ss}", "cmd", "rollback");
+    if (req && to)
+        json_object_set_new(req, "to", target < 0 ? json_string("base") : json_integer(target));
+    json_t *reply;
+    int lock;
+    int rc = el_cli_route(&c, req, &reply, &lock);
     if (rc)
         return rc;
-    el_error err;
+    const char *via = reply ? "agent" : "direct";
     int64_t before = 0, after = 0;
-    el_store_active(s, &before, NULL);
-    if (el_store_rollback(s, target, "operator", &err)) {
-        el_store_close(s);
-        return el_cli_state_fail(&c, &err);
+    if (reply) {
+        before = json_integer_value(json_object_get(reply, "from"));
+        after = json_integer_value(json_object_get(reply, "active"));
+        json_decref(reply);
+    } else {
+        el_store *s;
+        el_error err;
+        if (!(rc = el_cli_state_open(&c, 0, &s))) {
+            el_store_active(s, &before, NULL);
+            if (el_store_rollback(s, target, "operator", &err))
+                rc = el_cli_state_fail(&c, &err);
+            el_store_active(s, &after, NULL);
+            el_store_close(s);
+        }
+        el_agent_route_end(lock);
+        if (rc)
+            return rc;
     }
-    el_store_active(s, &after, NULL);
     if (c.json)
-        el_cli_state_print(json_pack("{s:o, s:o}",
+        el_cli_state_print(json_pack("{s:o, s:o, s:s}",
                                      "from", before ? json_integer(before) : json_null(),
-                                     "active", after ? json_integer(after) : json_null()));
+                                     "active", after ? json_integer(after) : json_null(),
+                                     "via", via));
+    else if (after && !before)
+        printf("rolled back from the base model to version %lld\n", (long long)after);
     else if (after)
         printf("rolled back from version %lld to version %lld\n", (long long)before,
                (long long)after);
     else
         printf("rolled back from version %lld to the base model\n", (long long)before);
-    el_store_close(s);
     return 0;
 }
 
@@ -373,7 +438,11 @@ static const char feedback_help[] =
     "Records operator feedback on a version (default: the active one). On\n"
     "probation the reject rate over the last [probation] window events, once\n"
     "[probation] min_events exist, above max_reject_rate rolls the version back;\n"
-    "after [probation] events events (or hours) it becomes good.\n";
+    "after [probation] events events (or hours) it becomes good.\n"
+    "While an agent runs on the state this goes through its socket (--json\n"
+    "adds \"via\": \"agent\", else \"direct\"); same output and exit status.\n"
+    "EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an agent that\n"
+    "holds agent.lock but does not answer; then exit 1, nothing changed.\n";
 
 typedef struct feedback_args {
     int accept, reject;
@@ -394,6 +463,44 @@ static int feedback_flag(void *ctx, int argc, char **argv, int *i)
     return 1;
 }
 
+/* What feedback did, from the agent's answer or the direct path. */
+typedef struct feedback_result {
+    int64_t version, active, queued;
+    char state[16];
+} feedback_result;
+
+/* The direct path of feedback (the agent lock held): records the verdict
+ * for R->version (0: the active one) and fills R. Returns 0 or the exit
+ * status after printing the error. */
+static int feedback_direct(el_cli_state *c, int accept, feedback_result *r)
+{
+    el_store *s;
+    int rc = el_cli_state_open(c, 0, &s);
+    if (rc)
+        return rc;
+    el_error err;
+    const char *outcome = NULL;
+    if (!r->version)
+        el_store_active(s, &r->version, NULL);
+    if (el_store_feedback(s, r->version, accept, &outcome, &err)) {
+        el_store_close(s);
+        return el_cli_state_fail(c, &err);
+    }
+    el_store_active(s, &r->active, NULL);
+    snprintf(r->state, sizeof r->state, "%s", outcome ? outcome : "?");
+    /* a version that just became good goes to the outbox as a signed device
+     * delta (when enrolled); the feedback itself stands either way */
+    if (outcome && !strcmp(outcome, "good")) {
+        el_error qerr;
+        el_error_clear(&qerr);
+        if (el_device_outbox_fill(s, &r->queued, &qerr) && strcmp(qerr.tag, "not_enrolled"))
+            fprintf(stderr, "edgeloop feedback: warning: device delta not queued: %s\n",
+                    qerr.msg);
+    }
+    el_store_close(s);
+    return 0;
+}
+
 int el_cmd_feedback(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "feedback"};
@@ -410,37 +517,42 @@ int el_cmd_feedback(int argc, char **argv)
     int64_t id = 0;
     if (f.version && el_cli_state_id(f.version, &id))
         return el_cli_usage(c.cmd, "--version needs a version ID", c.json);
-    el_store *s;
-    int rc = el_cli_state_open(&c, 0, &s);
+    json_t *req = json_pack("{ss ss}", "cmd", "feedback", "verdict",
+                            f.accept ? "accept" : "reject");
+    if (req && id)
+        json_object_set_new(req, "version", json_integer(id));
+    json_t *reply;
+    int lock;
+    int rc = el_cli_route(&c, req, &reply, &lock);
     if (rc)
         return rc;
-    el_error err;
-    const char *outcome = NULL;
-    if (!id)
-        el_store_active(s, &id, NULL);
-    if (el_store_feedback(s, id, f.accept, &outcome, &err)) {
-        el_store_close(s);
-        return el_cli_state_fail(&c, &err);
-    }
-    int64_t active = 0, queued = 0;
-    el_store_active(s, &active, NULL);
-    /* a version that just became good goes to the outbox as a signed device
-     * delta (when enrolled); the feedback itself stands either way */
-    if (outcome && !strcmp(outcome, "good")) {
-        el_error qerr;
-        el_error_clear(&qerr);
-        if (el_device_outbox_fill(s, &queued, &qerr) && strcmp(qerr.tag, "not_enrolled"))
-            fprintf(stderr, "edgeloop feedback: warning: device delta not queued: %s\n",
-                    qerr.msg);
+    const char *via = reply ? "agent" : "direct";
+    feedback_result r = {.version = id};
+    if (reply) {
+        r.version = json_integer_value(json_object_get(reply, "version"));
+        r.active = json_integer_value(json_object_get(reply, "active"));
+        r.queued = json_integer_value(json_object_get(reply, "outbox_queued"));
+        const char *state = json_string_value(json_object_get(reply, "state"));
+        if (!state)   /* an agent from before "state" */
+            state = json_string_value(json_object_get(reply, "outcome"));
+        snprintf(r.state, sizeof r.state, "%s", state ? state : "?");
+        json_decref(reply);
+    } else {
+        rc = feedback_direct(&c, f.accept, &r);
+        el_agent_route_end(lock);
+        if (rc)
+            return rc;
     }
     if (c.json)
-        el_cli_state_print(json_pack("{s:I, s:b, s:s, s:o, s:I}", "version", (json_int_t)id,
-                                     "accept", f.accept, "state", outcome, "active",
-                                     active ? json_integer(active) : json_null(),
-                                     "outbox_queued", (json_int_t)queued));
+        el_cli_state_print(json_pack("{s:I, s:b, s:s, s:o, s:I, s:s}", "version",
+                                     (json_int_t)r.version, "accept", f.accept, "state",
+                                     r.state, "active",
+                                     r.active ? json_integer(r.active) : json_null(),
+                                     "outbox_queued", (json_int_t)r.queued, "via",
+                                     via));
     else
-        printf("feedback recorded for version %lld; it is %s\n", (long long)id, outcome);
-    el_store_close(s);
+        printf("feedback recorded for version %lld; it is %s\n", (long long)r.version,
+               r.state);
     return 0;
 }
 
@@ -561,7 +673,7 @@ int el_cmd_register_adapter(int argc, char **argv)
         el_store_close(s);
         return el_cli_state_fail(&c, &err);
     }
-    rc = print_version_state(&c, s, id, "registered");
+    rc = print_version_state(&c, s, id, "registered", NULL);
     el_store_close(s);
     return rc;
 }

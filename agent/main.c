@@ -28,6 +28,8 @@ static const el_cli_command commands[] = {
     {"agent", el_cmd_agent, "run the device agent: inbox, scheduler, control socket"},
     {"sync", el_cmd_sync, "sync once with the hub: outbox and status up, roots and releases down"},
     {"status", el_cmd_status, "show the device state (asks the running agent when there is one)"},
+    {"pause-training", el_cmd_pause_training, "stop the agent from starting training runs (kept across restarts)"},
+    {"resume-training", el_cmd_resume_training, "let the agent train again"},
     {"enroll", el_cmd_enroll, "create the device key and CSR, or install the certificate and pin the root"},
     {"import", el_cmd_import, "verify a signed fleet bundle (.elb) and install it"},
     {"bundle", el_cmd_bundle, "write a version as a signed device delta (.elb) for the hub"},

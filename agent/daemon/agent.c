@@ -13,6 +13,11 @@
  *     then SIGKILL (the registry is crash-safe at every instant); the socket
  *     file is removed and the store closed (its session ends cleanly).
  *  4. SIGHUP re-reads edgeloop.conf (by reopening the store) and --config.
+ *  5. agent.lock is held exclusively from before the store opens until
+ *     after the socket is gone; the socket stops accepting before a stop
+ *     waits for children, so a CLI command meanwhile finds the lock held
+ *     and no answer, and waits (control.c, "Routing") instead of writing
+ *     beside the agent or hanging on an unanswered connection.
  *
  * Timers (one-second tick): inbox scan every INBOX_EVERY_S, the policy clock
  * (el_store_tick: probation expiry) every CLOCK_EVERY_S, the scheduler
@@ -41,6 +46,7 @@
 #include "base/json.h"
 #include "client.h"
 #include "daemon/agent.h"
+#include "daemon/device.h"
 #include "daemon/sync.h"
 
 #define INBOX_EVERY_S 2
@@ -50,6 +56,7 @@
 #define CLIENT_LINE_MAX 65536
 #define GENERATE_OUT_MAX (256 * 1024)   /* the child's JSON answer */
 #define PROMPT_MAX 16384
+#define LOCK_WAIT_S 30          /* for routed commands holding agent.lock */
 
 typedef struct client {
     int fd;
@@ -372,10 +379,13 @@ static void job_stop(agent *a, job *j)
 
 /* ---- control commands -------------------------------------------------------- */
 
+/* "code" is the tag `--json` prints; "class" names the EL_E* code, from
+ * which a client derives the exit status (el_agent_reply_error). */
 static json_t *fail_reply(const el_error *e)
 {
-    return json_pack("{sb s{ss ss}}", "ok", 0, "error", "code",
-                     e->tag[0] ? e->tag : el_error_code_name(e->code), "message", e->msg);
+    return json_pack("{sb s{ss ss ss}}", "ok", 0, "error", "code",
+                     e->tag[0] ? e->tag : el_error_code_name(e->code), "class",
+                     el_error_code_name(e->code), "message", e->msg);
 }
 
 static json_t *agent_json(const agent *a)
@@ -398,23 +408,80 @@ static json_t *agent_json(const agent *a)
     return o;
 }
 
-static int set_paused(agent *a, int paused, el_error *err)
+int el_agent_set_paused(const char *state_dir, int paused, el_error *err)
 {
     char path[600];
-    snprintf(path, sizeof path, "%s/agent.paused", a->state_dir);
-    if (paused) {
-        int rc = el_fs_write_atomic(path, "paused\n", 7, 0640, err);
-        if (rc)
-            return rc;
-    } else if (unlink(path) != 0 && errno != ENOENT) {
+    if (snprintf(path, sizeof path, "%s/agent.paused", state_dir) >= (int)sizeof path)
+        return el_error_set(err, EL_EUSAGE, "%s: state directory path too long", state_dir);
+    if (paused)
+        return el_fs_write_atomic(path, "paused\n", 7, 0640, err);
+    if (unlink(path) != 0 && errno != ENOENT)
         return el_error_set(err, EL_EIO, "removing %s: %s", path, strerror(errno));
-    }
+    /* the removal must survive a power cut as the creation does */
+    return el_fs_fsync_dir(path, 0, err);
+}
+
+int el_agent_paused(const char *state_dir)
+{
+    char path[600];
+    snprintf(path, sizeof path, "%s/agent.paused", state_dir);
+    return el_fs_exists(path);
+}
+
+static int set_paused(agent *a, int paused, el_error *err)
+{
+    int rc = el_agent_set_paused(a->state_dir, paused, err);
+    if (rc)
+        return rc;
     a->paused = paused;
     el_agent_log(EL_LOG_INFO, paused ? "train.paused" : "train.resumed", NULL);
     return 0;
 }
 
 static int generate_start(agent *a, int slot, const json_t *req, el_error *err);
+
+/* {"cmd": "feedback", "verdict": "accept"|"reject", "version": ID (default:
+ * the active one)}. Answers what `edgeloop feedback --json` prints: the
+ * version judged, the verdict, its resulting state ("outcome", also as
+ * "state"), the active version and how many device deltas were queued.
+ * Returns the answer, or NULL with ERR set. */
+static json_t *feedback(agent *a, const json_t *req, el_error *err)
+{
+    const char *verdict, *outcome = NULL;
+    int64_t version = 0, active = 0, queued = 0;
+    if (el_json_get_str(req, "verdict", &verdict, "feedback", err) ||
+        el_json_get_i64_opt(req, "version", 0, INT64_MAX, &version, "feedback", err))
+        return NULL;
+    if (strcmp(verdict, "accept") && strcmp(verdict, "reject")) {
+        el_error_set(err, EL_EINPUT, "feedback: verdict must be accept or reject");
+        return NULL;
+    }
+    int accept = !strcmp(verdict, "accept");
+    /* resolved here so the answer names the version judged */
+    if (!version && el_store_active(a->store, &version, err))
+        return NULL;
+    if (el_store_feedback(a->store, version, accept, &outcome, err))
+        return NULL;
+    el_agent_log(EL_LOG_INFO, "feedback", "verdict=%s version=%lld outcome=%s", verdict,
+                 (long long)version, outcome);
+    el_store_active(a->store, &active, NULL);
+    /* a version that just became good goes to the outbox as `edgeloop
+     * feedback` would put it there; while a sync child runs it is left to
+     * the next sync (which starts at once for a new good version), so the
+     * two never build the same version's delta side by side */
+    if (outcome && !strcmp(outcome, "good") && !a->sync.pid) {
+        el_error qerr = {0};
+        if (el_device_outbox_fill(a->store, &queued, &qerr) &&
+            strcmp(qerr.tag, "not_enrolled"))
+            el_agent_log(EL_LOG_WARN, "outbox.error", "version=%lld error=\"%s\"",
+                         (long long)version, qerr.msg);
+    }
+    return json_pack("{sb ss sI sb ss so sI}", "ok", 1, "outcome", outcome ? outcome : "",
+                     "version", (json_int_t)version, "accept", accept, "state",
+                     outcome ? outcome : "", "active",
+                     active ? json_integer(active) : json_null(), "outbox_queued",
+                     (json_int_t)queued);
+}
 
 /* Runs one request from the client in SLOT; returns the answer (new
  * reference), or NULL when the answer comes later (generate). */
@@ -444,29 +511,18 @@ static json_t *handle(agent *a, int slot, const char *line, size_t len)
             reply = json_pack("{sb so}", "ok", 1, "status", doc);
         }
     } else if (!strcmp(cmd, "feedback")) {
-        const char *verdict;
-        const char *outcome = NULL;
-        if (!(rc = el_json_get_str(req, "verdict", &verdict, "feedback", &err)) &&
-            !(rc = el_json_get_i64_opt(req, "version", 0, INT64_MAX, &version,
-                                       "feedback", &err))) {
-            if (strcmp(verdict, "accept") && strcmp(verdict, "reject"))
-                rc = el_error_set(&err, EL_EINPUT,
-                                  "feedback: verdict must be accept or reject");
-            else
-                rc = el_store_feedback(a->store, version, !strcmp(verdict, "accept"),
-                                       &outcome, &err);
-        }
-        if (!rc) {
-            el_agent_log(EL_LOG_INFO, "feedback", "verdict=%s version=%lld outcome=%s",
-                         verdict, (long long)version, outcome);
-            reply = json_pack("{sb ss}", "ok", 1, "outcome", outcome);
-        }
+        reply = feedback(a, req, &err);
     } else if (!strcmp(cmd, "activate")) {
+        el_store_version v = {0};
         if (!(rc = el_json_get_i64(req, "version", 1, INT64_MAX, &version, "activate",
                                    &err)) &&
             !(rc = el_store_activate(a->store, version, &err))) {
             el_agent_log(EL_LOG_INFO, "activated", "version=%lld", (long long)version);
-            reply = json_pack("{sb sI}", "ok", 1, "active", (json_int_t)version);
+            /* "version" is the object `edgeloop activate --json` prints */
+            if (!el_store_version_get(a->store, version, &v, &err))
+                reply = json_pack("{sb sI so*}", "ok", 1, "active", (json_int_t)version,
+                                  "version", el_agent_version_json(&v));
+            el_store_version_finish(&v);
         }
     } else if (!strcmp(cmd, "rollback")) {
         /* "to": absent (the last good version), a version id, or "base" */
@@ -478,12 +534,18 @@ static json_t *handle(agent *a, int slot, const char *line, size_t len)
         else if (to)
             rc = el_error_set(&err, EL_EINPUT,
                               "rollback: \"to\" must be a version id or \"base\"");
+        int64_t before = 0;
+        if (!rc)
+            el_store_active(a->store, &before, NULL);
         if (!rc && !(rc = el_store_rollback(a->store, version, "operator (agent socket)",
                                             &err))) {
             int64_t active = 0;
             el_store_active(a->store, &active, NULL);
-            el_agent_log(EL_LOG_INFO, "rolled_back", "active=%lld", (long long)active);
-            reply = json_pack("{sb sI}", "ok", 1, "active", (json_int_t)active);
+            el_agent_log(EL_LOG_INFO, "rolled_back", "from=%lld active=%lld",
+                         (long long)before, (long long)active);
+            /* "active": 0 is the base alone; "from" as the CLI prints it */
+            reply = json_pack("{sb sI so}", "ok", 1, "active", (json_int_t)active, "from",
+                              before ? json_integer(before) : json_null());
         }
     } else if (!strcmp(cmd, "generate")) {
         if (!generate_start(a, slot, req, &err)) {
@@ -723,17 +785,20 @@ static void accept_clients(agent *a)
 
 /* ---- the loop ------------------------------------------------------------------ */
 
+/* Takes agent.lock exclusively before the registry is opened (invariant 5):
+ * another agent is refused at once; routed CLI commands holding it shared
+ * are waited for, up to LOCK_WAIT_S. */
 static int take_lock(agent *a, el_error *err)
 {
-    char path[600];
-    snprintf(path, sizeof path, "%s/agent.lock", a->state_dir);
-    a->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (a->lock_fd < 0)
-        return el_error_set(err, EL_EIO, "opening %s: %s", path, strerror(errno));
-    if (flock(a->lock_fd, LOCK_EX | LOCK_NB) != 0)
-        return el_error_set(err, EL_EPOLICY, "another agent runs on %s (%s is locked)",
-                            a->state_dir, path);
-    return 0;
+    int rc = el_agent_lock_open(a->state_dir, &a->lock_fd, err);
+    if (rc)
+        return rc;
+    if (flock(a->lock_fd, LOCK_EX | LOCK_NB) == 0)
+        return 0;
+    if (!el_agent_answers(a->state_dir))
+        el_agent_log(EL_LOG_INFO, "agent.waiting", "why=\"agent.lock is held (an edgeloop "
+                     "command, or an agent starting)\" max_s=%d", LOCK_WAIT_S);
+    return el_agent_lock_wait(a->state_dir, a->lock_fd, LOCK_WAIT_S, err);
 }
 
 static void tick(agent *a, int64_t now, int64_t *next_inbox, int64_t *next_clock,
@@ -870,6 +935,10 @@ int el_agent_run(const el_agent_opts *opts, el_error *err)
     }
     el_agent_log(EL_LOG_INFO, "agent.stopping", "training_pid=%d sync_pid=%d",
                  (int)a->train.pid, (int)a->sync.pid);
+    /* invariant 5: no new connection is accepted from here on */
+    close(a->listen_fd);
+    a->listen_fd = -1;
+    unlink(a->sock_path);
     job_stop(a, &a->train);
     job_stop(a, &a->sync);
     if (a->gen.pid) {

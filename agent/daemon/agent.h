@@ -17,8 +17,11 @@
  * a poll() over the socket and its clients with a one-second tick.
  *
  * Files the agent owns in the state directory:
- *   agent.lock   flock()ed for the agent's life: one agent per state.
+ *   agent.lock   flock()ed exclusively for the agent's life: one agent per
+ *                state; CLI commands that the socket offers hold it shared
+ *                while they work directly (see control.c, "Routing").
  *   agent.sock   the control socket (mode 0660), removed on a clean exit.
+ *   agent.paused present while training is paused (el_agent_set_paused).
  *   inbox/       JSONL drop box (see el_agent_inbox_scan).
  */
 #ifndef EL_DAEMON_AGENT_H
@@ -71,6 +74,14 @@ typedef struct el_agent_opts {
  * EL_EPOLICY; a bad configuration: EL_EINPUT) with ERR set. */
 int el_agent_run(const el_agent_opts *opts, el_error *err);
 
+/* Persists the training pause of STATE_DIR: PAUSED 1 writes
+ * STATE/agent.paused (atomically), 0 removes it. An agent reads it at start
+ * and keeps it in step with pause-training / resume-training. Returns 0 or
+ * EL_EIO/EL_ENOSPC with ERR set (the flag is unchanged then). */
+int el_agent_set_paused(const char *state_dir, int paused, el_error *err);
+/* 1 when STATE_DIR's training is paused, else 0. */
+int el_agent_paused(const char *state_dir);
+
 /* Parses a training window "HH:MM-HH:MM" (may wrap midnight) into minutes
  * of the day. An empty string means any time (*FROM == *TO == -1). Returns
  * 0 or EL_EINPUT. */
@@ -101,5 +112,42 @@ int el_agent_control_listen(const char *path, int *fd, el_error *err);
  * no agent listens there, EL_EIO or EL_EINPUT for a broken answer. */
 int el_agent_request(const char *state_dir, const json_t *request,
                      json_t **reply, el_error *err);
+
+/* 1 when something accepts connections on STATE_DIR's control socket. */
+int el_agent_answers(const char *state_dir);
+
+/* Opens (creating, mode 0640) STATE_DIR/agent.lock for flock() into *FD.
+ * Returns 0, EL_ENOTFOUND when STATE_DIR does not exist, EL_EIO. */
+int el_agent_lock_open(const char *state_dir, int *fd, el_error *err);
+
+/* Takes the exclusive agent lock on FD (from el_agent_lock_open), waiting
+ * up to WAIT_S seconds for commands that hold it shared. Returns 0, or
+ * EL_EPOLICY when another agent answers on the socket or the wait ran out;
+ * EL_EIO when flock fails. */
+int el_agent_lock_wait(const char *state_dir, int fd, int wait_s, el_error *err);
+
+/* Routes one state-changing CLI request (see control.c, "Routing"): sends
+ * REQUEST to the agent of STATE_DIR when one answers, else takes the agent
+ * lock shared. Returns 0 with either *REPLY (new reference, the agent's
+ * answer; *LOCK_FD = -1) or *REPLY NULL and *LOCK_FD the held lock (-1 when
+ * STATE_DIR does not exist): the caller works directly on the state, then
+ * calls el_agent_route_end(*LOCK_FD). On failure *REPLY is NULL, no lock is
+ * held and ERR says why: EL_EUNAVAIL when an agent holds the lock but does
+ * not answer within $EDGELOOP_AGENT_WAIT_S seconds (default 15), EL_EIO or
+ * EL_EINPUT for a broken exchange (the request may have been carried out). */
+int el_agent_route(const char *state_dir, const json_t *request, json_t **reply,
+                   int *lock_fd, el_error *err);
+/* Releases the lock of el_agent_route (accepts -1). */
+void el_agent_route_end(int lock_fd);
+
+/* Fills ERR from the failure answer REPLY ({"ok": false, "error": {"code",
+ * "class", "message"}}): the tag is "code", the EL_E* code comes from
+ * "class" (the exit status the direct path would give). Returns err->code;
+ * EL_EINPUT when REPLY carries no error. */
+int el_agent_reply_error(const json_t *reply, el_error *err);
+
+/* Version V as JSON, the same object `edgeloop activate --json` prints
+ * without an agent (new reference; NULL when out of memory). */
+json_t *el_agent_version_json(const el_store_version *v);
 
 #endif
