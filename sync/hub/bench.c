@@ -5,8 +5,12 @@
  * real chained adapter delta (lora-delta-q8), GET /v1/releases. Once with a
  * full handshake per sync, once with session resumption. It prints syncs/s,
  * handshakes/s, p50/p99 sync latency, errors, the hub's CPU ms per sync
- * (from /proc) and peak RSS, and checks that every bundle uploaded is stored
- * exactly once. Client and hub share the machine: the figures are a floor.
+ * (from /proc), the load generator's CPU ms per sync, how many uploads were
+ * new deltas (each device has 8, then re-sends its newest, which the hub
+ * answers 200 without checking it again), peak RSS, and checks that every
+ * bundle uploaded is stored exactly once. Client and hub share the machine:
+ * the figures are a floor; 1000 * cores / (hub + client CPU ms per sync) is
+ * the ceiling the CPU allows.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -15,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,6 +35,7 @@
 typedef struct device {
     char name[32], cn[32];
     el_client *client;
+    el_crypto_key *key;       /* loaded once, as a running agent keeps it */
     char paths[2100];
     uint8_t *bundles[DELTAS_PER_DEVICE];
     size_t lens[DELTAS_PER_DEVICE];
@@ -40,6 +46,7 @@ typedef struct device {
     double *lat;              /* ms per sync */
     size_t n_lat, cap_lat;
     long errors;
+    long created;             /* uploads the hub stored as new, this phase */
 } device;
 
 static el_fleetkit fleet;
@@ -62,7 +69,7 @@ static int sync_once(device *d)
         el_client_forget_session(d->client);
     d->audit_seq++;
     snprintf(hash, sizeof hash, "%064" PRIx64, (uint64_t)d->audit_seq);
-    json_t *status = el_fleetkit_status(&fleet, d->name, d->cn, d->audit_seq, hash);
+    json_t *status = el_fleetkit_status_signed(d->key, d->cn, d->audit_seq, hash);
     int rc = el_client_post_status(d->client, status, &err);
     json_decref(status);
     if (rc)
@@ -74,6 +81,7 @@ static int sync_once(device *d)
         goto fail;
     if (d->next_delta < DELTAS_PER_DEVICE)
         d->next_delta++;
+    d->created += created;
     json_t *list = NULL;
     if ((rc = el_client_releases(d->client, d->since, &list, &err)) != 0)
         goto fail;
@@ -139,14 +147,24 @@ static void hub_usage(pid_t pid, double *cpu_ms, long *hwm_kib)
     }
 }
 
+/* CPU ms used so far by this process (all the simulated devices). */
+static double self_cpu_ms(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
+}
+
 static long run_phase(device *devs, int n, int seconds, const char *label, int json)
 {
     atomic_store(&phase_stop, 0);
     for (int i = 0; i < n; i++) {
         devs[i].n_lat = 0;
         devs[i].errors = 0;
+        devs[i].created = 0;
     }
-    double cpu0, cpu1;
+    double cpu0, cpu1, self0 = self_cpu_ms(), self1;
     long hwm;
     hub_usage(fleet.hub_pid, &cpu0, &hwm);
     pthread_t *threads = calloc((size_t)n, sizeof *threads);
@@ -161,11 +179,13 @@ static long run_phase(device *devs, int n, int seconds, const char *label, int j
     double wall = (now_ms() - t0) / 1e3;
     free(threads);
     hub_usage(fleet.hub_pid, &cpu1, &hwm);
+    self1 = self_cpu_ms();
     size_t total = 0;
-    long errors = 0;
+    long errors = 0, created = 0;
     for (int i = 0; i < n; i++) {
         total += devs[i].n_lat;
         errors += devs[i].errors;
+        created += devs[i].created;
     }
     double *all = malloc((total ? total : 1) * sizeof *all);
     size_t k = 0;
@@ -177,14 +197,18 @@ static long run_phase(device *devs, int n, int seconds, const char *label, int j
     free(all);
     double rate = (double)total / wall;
     double cpu_per = total ? (cpu1 - cpu0) / (double)total : 0;
+    double self_per = total ? (self1 - self0) / (double)total : 0;
     if (json)
         printf("{\"mode\":\"%s\",\"syncs\":%zu,\"syncs_per_s\":%.1f,\"handshakes_per_s\":%.1f,"
-               "\"p50_ms\":%.1f,\"p99_ms\":%.1f,\"errors\":%ld,\"hub_cpu_ms_per_sync\":%.2f,"
+               "\"p50_ms\":%.1f,\"p99_ms\":%.1f,\"errors\":%ld,\"new_deltas\":%ld,"
+               "\"hub_cpu_ms_per_sync\":%.2f,\"client_cpu_ms_per_sync\":%.2f,"
                "\"hub_peak_rss_mib\":%.1f}\n",
-               label, total, rate, rate, p50, p99, errors, cpu_per, (double)hwm / 1024.0);
+               label, total, rate, rate, p50, p99, errors, created, cpu_per, self_per,
+               (double)hwm / 1024.0);
     else
-        printf("%-8s %7zu %8.1f %13.1f %8.1f %8.1f %7ld %16.2f %12.1f\n", label, total, rate,
-               rate, p50, p99, errors, cpu_per, (double)hwm / 1024.0);
+        printf("%-8s %7zu %8.1f %13.1f %8.1f %8.1f %7ld %6ld %10.2f %10.2f %8.1f\n", label,
+               total, rate, rate, p50, p99, errors, created, cpu_per, self_per,
+               (double)hwm / 1024.0);
     fflush(stdout);
     return errors;
 }
@@ -261,6 +285,7 @@ int main(int argc, char **argv)
         el_fleetkit_client_opts(&fleet, devs[i].name, &o, devs[i].paths, sizeof devs[i].paths);
         /* a shared, loaded machine: only a real failure should count */
         o.timeout_ms = 60000;
+        devs[i].key = el_fleetkit_key(&fleet, devs[i].name);
         if (el_client_create(&o, &devs[i].client, &err)) {
             fprintf(stderr, "bench-hub: %s\n", err.msg);
             return 1;
@@ -270,8 +295,10 @@ int main(int argc, char **argv)
         printf("hub bench: %d devices, %d s per mode, %d hub workers, delta %zu bytes "
                "(lora-delta-q8)\n",
                n, seconds, workers, devs[0].lens[0]);
-        printf("mode       syncs  syncs/s  handshakes/s   p50 ms   p99 ms  errors  "
-               "hub CPU ms/sync  hub RSS MiB\n");
+        printf("mode       syncs  syncs/s  handshakes/s   p50 ms   p99 ms  errors    new"
+               "    hub CPU client CPU  hub RSS\n"
+               "                                                                 deltas"
+               "    ms/sync    ms/sync      MiB\n");
     }
     full_handshake = 1;
     long errors = run_phase(devs, n, seconds, "full", json);
@@ -317,6 +344,7 @@ int main(int argc, char **argv)
                stored, dupes, ok ? "ok" : "FAILED");
     for (int i = 0; i < n; i++) {
         el_client_destroy(devs[i].client);
+        el_crypto_key_destroy(devs[i].key);
         for (int k = 0; k < DELTAS_PER_DEVICE; k++)
             el_free(devs[i].bundles[k]);
         free(devs[i].lat);

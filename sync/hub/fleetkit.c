@@ -343,20 +343,16 @@ void el_fleetkit_release_adapter(el_fleetkit *f, const char *target, int64_t cou
     el_free(payload);
 }
 
-json_t *el_fleetkit_status(el_fleetkit *f, const char *name, const char *device, int64_t seq,
-                           const char *hash)
+json_t *el_fleetkit_status_signed(const el_crypto_key *key, const char *device, int64_t seq,
+                                  const char *hash)
 {
     el_error err;
-    char path[700], file[160], message[512];
-    snprintf(file, sizeof file, "%s.key", name);
-    el_fleetkit_path(f, file, path, sizeof path);
-    el_crypto_key *key = NULL;
+    char message[512];
     uint8_t sig[EL_CRYPTO_SIG_MAX];
     size_t sig_len;
     char *b64;
     long mlen = el_client_audit_message(device, seq, hash, message, sizeof message);
-    if (mlen < 0 || el_crypto_key_load(path, 1, &key, &err) ||
-        el_crypto_sign(key, message, (size_t)mlen, sig, &sig_len, &err) ||
+    if (mlen < 0 || el_crypto_sign(key, message, (size_t)mlen, sig, &sig_len, &err) ||
         el_crypto_base64_encode(sig, sig_len, &b64, &err))
         die("status", &err);
     json_t *doc = json_pack("{s:s, s:s, s:[{s:s, s:s}], s:{s:I, s:s, s:s}, s:{s:i}}",
@@ -365,6 +361,26 @@ json_t *el_fleetkit_status(el_fleetkit *f, const char *name, const char *device,
                             "seq", (json_int_t)seq, "hash", hash, "signature", b64,
                             "counters", "trained", 1);
     el_free(b64);
+    return doc;
+}
+
+el_crypto_key *el_fleetkit_key(el_fleetkit *f, const char *name)
+{
+    el_error err;
+    char path[700], file[160];
+    snprintf(file, sizeof file, "%s.key", name);
+    el_fleetkit_path(f, file, path, sizeof path);
+    el_crypto_key *key = NULL;
+    if (el_crypto_key_load(path, 1, &key, &err))
+        die("key", &err);
+    return key;
+}
+
+json_t *el_fleetkit_status(el_fleetkit *f, const char *name, const char *device, int64_t seq,
+                           const char *hash)
+{
+    el_crypto_key *key = el_fleetkit_key(f, name);
+    json_t *doc = el_fleetkit_status_signed(key, device, seq, hash);
     el_crypto_key_destroy(key);
     return doc;
 }

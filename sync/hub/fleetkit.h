@@ -86,6 +86,12 @@ void el_fleetkit_release_adapter(el_fleetkit *f, const char *target, int64_t cou
  * device id DEVICE. New reference. */
 json_t *el_fleetkit_status(el_fleetkit *f, const char *name, const char *device, int64_t seq,
                            const char *hash);
+/* The same with KEY already loaded (a device that keeps its key, as the
+ * agent does). */
+json_t *el_fleetkit_status_signed(const el_crypto_key *key, const char *device, int64_t seq,
+                                  const char *hash);
+/* The private key of certificate NAME; dies on failure. Caller destroys. */
+el_crypto_key *el_fleetkit_key(el_fleetkit *f, const char *name);
 
 /* Client options for certificate NAME against the running hub. */
 void el_fleetkit_client_opts(el_fleetkit *f, const char *name, el_client_opts *o,

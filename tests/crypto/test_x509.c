@@ -2,6 +2,9 @@
  * our signatures verify with `openssl dgst -sha256 -verify`, openssl's with
  * ours; our certificates pass `openssl verify -CAfile`, our CSRs
  * `openssl req -verify`, and the SAN shows in `openssl x509 -text`. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -332,6 +335,56 @@ static void test_verify_malformed(void)
     el_crypto_key_destroy(k);
 }
 
+/* More keys than the verification table holds (crypto.c note 8), used by
+ * four threads at once in a scrambled order: every good signature verifies
+ * (first sight, cached, evicted and rebuilt), and each fails on another
+ * key's message. */
+#define MANY_KEYS 300
+static el_crypto_key *many_keys[MANY_KEYS];
+static uint8_t many_sigs[MANY_KEYS][EL_CRYPTO_SIG_MAX];
+static size_t many_lens[MANY_KEYS];
+static atomic_int many_wrong;
+
+static void *verify_many(void *arg)
+{
+    unsigned seed = (unsigned)(uintptr_t)arg;
+    el_error err;
+    for (int n = 0; n < MANY_KEYS / 2; n++) {
+        seed = seed * 1103515245u + 12345u;
+        int i = (int)((seed >> 8) % MANY_KEYS);
+        char msg[16];
+        snprintf(msg, sizeof msg, "key %d", i);
+        if (el_crypto_verify(many_keys[i], msg, strlen(msg), many_sigs[i], many_lens[i], &err))
+            atomic_fetch_add(&many_wrong, 1);
+        snprintf(msg, sizeof msg, "key %d", (i + 1) % MANY_KEYS);
+        if (el_crypto_verify(many_keys[i], msg, strlen(msg), many_sigs[i], many_lens[i], &err) !=
+            EL_ETRUST)
+            atomic_fetch_add(&many_wrong, 1);
+    }
+    return NULL;
+}
+
+static void test_verify_many_keys(void)
+{
+    el_error err;
+    for (int i = 0; i < MANY_KEYS; i++) {
+        char msg[16];
+        snprintf(msg, sizeof msg, "key %d", i);
+        CHECK_OK(el_crypto_key_generate(&many_keys[i], &err), &err);
+        CHECK_OK(el_crypto_sign(many_keys[i], msg, strlen(msg), many_sigs[i], &many_lens[i],
+                                &err),
+                 &err);
+    }
+    pthread_t t[4];
+    for (uintptr_t k = 0; k < 4; k++)
+        CHECK(pthread_create(&t[k], NULL, verify_many, (void *)(k + 1)) == 0);
+    for (int k = 0; k < 4; k++)
+        pthread_join(t[k], NULL);
+    CHECK_MSG(atomic_load(&many_wrong) == 0, "%d wrong verdicts", atomic_load(&many_wrong));
+    for (int i = 0; i < MANY_KEYS; i++)
+        el_crypto_key_destroy(many_keys[i]);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/el-x509-XXXXXX");
@@ -345,6 +398,7 @@ int main(void)
         fprintf(stderr, "openssl or xxd missing: interop checks skipped\n");
     test_keys();
     test_verify_malformed();
+    test_verify_many_keys();
     test_certs();
     test_kat_with_openssl();
     sh("rm -rf %s", dir);
