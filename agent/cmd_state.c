@@ -11,6 +11,7 @@
 
 #include "base/json.h"
 #include "cli.h"
+#include "daemon/agent.h"
 
 int el_cli_state_common(el_cli_state *c, int argc, char **argv, int *i)
 {
@@ -78,48 +79,11 @@ void el_cli_state_print(json_t *v)
     json_decref(v);
 }
 
-/* Parses stored JSON text back into a value (or null), for embedding. */
-static json_t *embed(const char *text)
-{
-    if (!text)
-        return json_null();
-    json_t *v = json_loads(text, 0, NULL);
-    return v ? v : json_string(text);
-}
-
+/* One definition of a version's JSON for the CLI and the agent's socket
+ * (the transcripts of test_agent_control compare them). */
 json_t *el_cli_state_version_json(const el_store_version *v)
 {
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
-    json_object_set_new(o, "id", json_integer(v->id));
-    json_object_set_new(o, "parent", v->parent_id ? json_integer(v->parent_id)
-                                                   : json_null());
-    json_object_set_new(o, "base", json_string(v->base_hash));
-    json_object_set_new(o, "state", json_string(v->state));
-    json_object_set_new(o, "origin", json_string(v->origin));
-    json_object_set_new(o, "active", json_boolean(v->active));
-    json_object_set_new(o, "pinned", json_boolean(v->pinned));
-    json_object_set_new(o, "data_digest", json_string(v->data_digest));
-    json_object_set_new(o, "adapter_hash", json_string(v->adapter_hash));
-    json_object_set_new(o, "backend", json_string(v->backend));
-    json_object_set_new(o, "seed", json_integer(v->seed));
-    json_object_set_new(o, "recipe", embed(v->recipe));
-    json_object_set_new(o, "metrics", embed(v->metrics));
-    json_object_set_new(o, "plasticity", embed(v->plasticity));
-    json_object_set_new(o, "gate", embed(v->gate));
-    json_object_set_new(o, "reason", v->reason ? json_string(v->reason) : json_null());
-    json_object_set_new(o, "signer", v->signer ? json_string(v->signer) : json_null());
-    json_object_set_new(o, "created_at", json_integer(v->created_at));
-    json_object_set_new(o, "updated_at", json_integer(v->updated_at));
-    json_object_set_new(o, "activated_at", v->activated_at
-                                               ? json_integer(v->activated_at)
-                                               : json_null());
-    json_object_set_new(o, "probation_since", v->probation_since
-                                                  ? json_integer(v->probation_since)
-                                                  : json_null());
-    json_object_set_new(o, "crashes", json_integer(v->crashes));
-    return o;
+    return el_agent_version_json(v);
 }
 
 /* ---- init ------------------------------------------------------------- */
