@@ -169,17 +169,9 @@ static void print_text(json_t *doc)
 int el_cmd_status(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "status"};
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (!k)
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-    }
-    if (c.help) {
-        fputs(status_help, stdout);
-        return 0;
-    }
+    int done = el_cli_state_only(&c, argc, argv, status_help);
+    if (done >= 0)
+        return done;
     el_error err = {0};
     json_t *req = json_pack("{ss}", "cmd", "status");
     json_t *reply = NULL;
@@ -233,17 +225,9 @@ static const char pause_help[] =
 static int pause_common(int argc, char **argv, int paused)
 {
     el_cli_state c = {.cmd = paused ? "pause-training" : "resume-training"};
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (!k)
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-    }
-    if (c.help) {
-        fputs(pause_help, stdout);
-        return 0;
-    }
+    int done = el_cli_state_only(&c, argc, argv, pause_help);
+    if (done >= 0)
+        return done;
     json_t *reply;
     int lock;
     int rc = el_cli_route(&c, json_pack("{ss}", "cmd", c.cmd), &reply, &lock);
@@ -313,17 +297,9 @@ static const char sync_help[] =
 int el_cmd_sync(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "sync"};
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (!k)
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-    }
-    if (c.help) {
-        fputs(sync_help, stdout);
-        return 0;
-    }
+    int done = el_cli_state_only(&c, argc, argv, sync_help);
+    if (done >= 0)
+        return done;
     el_store *s;
     int rc = el_cli_state_open(&c, 0, &s);
     if (rc)

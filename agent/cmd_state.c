@@ -44,6 +44,22 @@ int el_cli_state_fail(el_cli_state *c, const el_error *err)
     return el_cli_fail(err, c->json);
 }
 
+int el_cli_state_only(el_cli_state *c, int argc, char **argv, const char *help)
+{
+    for (int i = 1; i < argc; i++) {
+        int k = el_cli_state_common(c, argc, argv, &i);
+        if (k < 0)
+            return 1;
+        if (!k)
+            return el_cli_usage(c->cmd, "unexpected argument", c->json);
+    }
+    if (c->help) {
+        fputs(help, stdout);
+        return 0;
+    }
+    return -1;
+}
+
 int el_cli_state_open(el_cli_state *c, int create, el_store **s)
 {
     el_error err;
@@ -230,17 +246,9 @@ static const char config_help[] =
 int el_cmd_config(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "config"};
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (!k)
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-    }
-    if (c.help) {
-        fputs(config_help, stdout);
-        return 0;
-    }
+    int done = el_cli_state_only(&c, argc, argv, config_help);
+    if (done >= 0)
+        return done;
     el_store *s;
     int rc = el_cli_state_open(&c, 0, &s);
     if (rc)
@@ -363,17 +371,9 @@ static const char gc_help[] =
 int el_cmd_gc(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "gc"};
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (!k)
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-    }
-    if (c.help) {
-        fputs(gc_help, stdout);
-        return 0;
-    }
+    int done = el_cli_state_only(&c, argc, argv, gc_help);
+    if (done >= 0)
+        return done;
     el_store *s;
     int rc = el_cli_state_open(&c, 0, &s);
     if (rc)
@@ -416,17 +416,9 @@ static const char check_help[] =
 int el_cmd_check(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "check"};
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (!k)
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-    }
-    if (c.help) {
-        fputs(check_help, stdout);
-        return 0;
-    }
+    int done = el_cli_state_only(&c, argc, argv, check_help);
+    if (done >= 0)
+        return done;
     el_store *s;
     int rc = el_cli_state_open(&c, 0, &s);
     if (rc)

@@ -20,6 +20,11 @@ typedef struct el_cli_state {
  * its value (the usage error is printed; exit 1). */
 int el_cli_state_common(el_cli_state *c, int argc, char **argv, int *i);
 
+/* Parses the command line of a command that takes the common options only.
+ * Returns -1 to go on, or the exit status to return at once: 0 after
+ * printing HELP for --help, non-zero after a usage error. */
+int el_cli_state_only(el_cli_state *c, int argc, char **argv, const char *help);
+
 /* Opens the state (CREATE for init). Returns 0 with *S set, or the exit
  * status after printing the error. */
 int el_cli_state_open(el_cli_state *c, int create, el_store **s);
