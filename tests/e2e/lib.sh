@@ -9,10 +9,7 @@
 # shellcheck shell=bash
 
 # ---- checks: every failed check counts in $fails; finish gives the verdict
-fails=0
-ok() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; fails=$((fails + 1)); }
-expect() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
+. "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 # quiet CMD...: runs CMD, prints its output only when it fails (a failure)
 quiet() { "$@" >"$TMP/out" 2>&1 || { echo "FAIL: $*"; cat "$TMP/out"; fails=$((fails + 1)); }; }
 # jget FILE EXPR: d EXPR of the JSON document FILE, e.g. jget f.json '["a"][0]'

@@ -21,20 +21,7 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-fails=0
-ok() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; fails=$((fails + 1)); }
-expect() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
-# wait_for COND [TENTHS]: polls COND every 0.1 s (default up to 60 s)
-wait_for() {
-  local n=${2:-600}
-  while [ "$n" -gt 0 ]; do
-    eval "$1" && return 0
-    sleep 0.1
-    n=$((n - 1))
-  done
-  return 1
-}
+. "$(dirname "$0")/checks.sh"
 
 /usr/bin/python3 "$(dirname "$0")/tiny_model.py" "$TMP/model" 7
 

@@ -26,19 +26,7 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-fails=0
-ok() { echo "ok: $1"; }
-bad() { echo "FAIL: $1"; fails=$((fails + 1)); }
-expect() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
-wait_for() { # wait_for COND [TENTHS (default 300)]
-  local n=${2:-300}
-  while [ "$n" -gt 0 ]; do
-    eval "$1" && return 0
-    sleep 0.1
-    n=$((n - 1))
-  done
-  return 1
-}
+. "$here/checks.sh"
 # hold sh|ex FILE SECONDS: one process holds flock(FILE) for SECONDS (or
 # until killed), as an agent (ex) or a routed command (sh) would; it
 # touches FILE.ready once it holds the lock and FILE.released just before

@@ -21,19 +21,8 @@ trap cleanup EXIT
 export EDGELOOP_STATE=$work/state
 S=$EDGELOOP_STATE
 LOG=$work/agent.log
-fails=0
-fail() { echo "FAIL: $*"; fails=$((fails + 1)); }
-ok() { echo "ok: $*"; }
-# wait_for COND [TENTHS]: polls COND every 0.1 s (default up to 60 s)
-wait_for() {
-  local n=${2:-600}
-  while [ "$n" -gt 0 ]; do
-    eval "$1" && return 0
-    sleep 0.1
-    n=$((n - 1))
-  done
-  return 1
-}
+. "$(dirname "$0")/checks.sh"
+fail() { bad "$*"; }
 lines() { # lines N TAG: N prompt/completion samples unique to TAG
   local i
   for ((i = 0; i < $1; i++)); do
