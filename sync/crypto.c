@@ -28,6 +28,10 @@
  *     verification equation is then computed here on mbedTLS's point
  *     arithmetic, and tested against mbedTLS's own verify, openssl's
  *     signatures and malformed ones (tests/crypto/test_x509.c).
+ *  9. el_crypto_cert_verify remembers (leaf, CA) pairs that verified, by
+ *     the SHA-256 of both DER encodings (direct-mapped, bounded): a device
+ *     signs every delta with the same certificate. Validity at the trusted
+ *     time is checked on every call; revocation is the caller's (trust.c).
  */
 #include "crypto.h"
 
@@ -900,22 +904,44 @@ int el_crypto_cert_public_key(const el_crypto_cert *cert, el_crypto_key **out,
     return pk_copy_public(&cert->crt.pk, out, err);
 }
 
+#define CERT_MEMO_SLOTS 512
+static pthread_mutex_t cert_memo_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t cert_memo[CERT_MEMO_SLOTS][EL_SHA256_LEN];
+static uint8_t cert_memo_used[CERT_MEMO_SLOTS];
+
 int el_crypto_cert_verify(const el_crypto_cert *leaf, const el_crypto_cert *ca,
                           int64_t trusted_time, el_error *err)
 {
     if (!ca->crt.ca_istrue)
         return el_error_set_tag(err, EL_ETRUST, "untrusted_signer",
                                 "the trust anchor is not a CA certificate");
-    uint32_t flags = 0;
-    /* The chain is leaf + trusted CA; copy-free: verify wants non-const. */
-    mbedtls_x509_crt_verify((mbedtls_x509_crt *)&leaf->crt,
-                            (mbedtls_x509_crt *)&ca->crt, NULL, NULL, &flags,
-                            NULL, NULL);
-    flags &= ~(uint32_t)(MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE);
-    if (flags != 0)
-        return el_error_set_tag(err, EL_ETRUST, "untrusted_signer",
-                                "certificate is not issued by the fleet CA "
-                                "(flags 0x%x)", (unsigned)flags);
+    /* design note 9: the verdict without time is a function of the two
+     * certificates; a success is remembered */
+    uint8_t memo_key[EL_SHA256_LEN];
+    el_sha256_ctx h;
+    el_sha256_init(&h);
+    el_sha256_update(&h, ca->crt.raw.p, ca->crt.raw.len);
+    el_sha256_update(&h, leaf->crt.raw.p, leaf->crt.raw.len);
+    el_sha256_final(&h, memo_key);
+    size_t slot = ((size_t)memo_key[0] << 8 | memo_key[1]) % CERT_MEMO_SLOTS;
+    pthread_mutex_lock(&cert_memo_lock);
+    int known = cert_memo_used[slot] && !memcmp(cert_memo[slot], memo_key, sizeof memo_key);
+    pthread_mutex_unlock(&cert_memo_lock);
+    if (!known) {
+        uint32_t flags = 0;
+        /* The chain is leaf + trusted CA; copy-free: verify wants non-const. */
+        mbedtls_x509_crt_verify((mbedtls_x509_crt *)&leaf->crt, (mbedtls_x509_crt *)&ca->crt,
+                                NULL, NULL, &flags, NULL, NULL);
+        flags &= ~(uint32_t)(MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE);
+        if (flags != 0)
+            return el_error_set_tag(err, EL_ETRUST, "untrusted_signer",
+                                    "certificate is not issued by the fleet CA "
+                                    "(flags 0x%x)", (unsigned)flags);
+        pthread_mutex_lock(&cert_memo_lock);
+        memcpy(cert_memo[slot], memo_key, sizeof memo_key);
+        cert_memo_used[slot] = 1;
+        pthread_mutex_unlock(&cert_memo_lock);
+    }
     const mbedtls_x509_crt *certs[2] = {&leaf->crt, &ca->crt};
     for (int i = 0; i < 2; i++) {
         int64_t from = x509_time_unix(&certs[i]->valid_from);
