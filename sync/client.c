@@ -69,6 +69,16 @@ int el_client_create(const el_client_opts *opts, el_client **out, el_error *err)
     return 0;
 }
 
+int el_client_session_save(el_client *c, uint8_t **out, size_t *len, el_error *err)
+{
+    return el_tls_ctx_session_save(c->tls, out, len, err);
+}
+
+int el_client_session_load(el_client *c, const uint8_t *buf, size_t len, el_error *err)
+{
+    return el_tls_ctx_session_load(c->tls, buf, len, err);
+}
+
 void el_client_disconnect(el_client *c)
 {
     el_tls_close(c->conn);

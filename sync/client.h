@@ -39,6 +39,10 @@ int el_client_create(const el_client_opts *opts, el_client **out, el_error *err)
 void el_client_destroy(el_client *c);
 /* Closes the kept connection; the next call reconnects (and resumes). */
 void el_client_disconnect(el_client *c);
+/* The TLS session to offer on the next connection, across processes (see
+ * el_tls_ctx_session_save / _load for the contract). */
+int el_client_session_save(el_client *c, uint8_t **out, size_t *len, el_error *err);
+int el_client_session_load(el_client *c, const uint8_t *buf, size_t len, el_error *err);
 /* 1 when the last connection resumed a TLS session. */
 int el_client_last_resumed(const el_client *c);
 /* Forgets the TLS session so the next connection does a full handshake. */

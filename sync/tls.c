@@ -312,6 +312,46 @@ static void name_attr(const mbedtls_x509_name *name, const char *oid,
     }
 }
 
+int el_tls_ctx_session_save(el_tls_ctx *ctx, uint8_t **out, size_t *len, el_error *err)
+{
+    *out = NULL;
+    *len = 0;
+    pthread_mutex_lock(&ctx->lock);
+    int rc = 0;
+    size_t need = 0;
+    if (!ctx->have_session) {
+        rc = el_error_set(err, EL_ENOTFOUND, "no TLS session to save");
+    } else if (mbedtls_ssl_session_save(&ctx->session, NULL, 0, &need) !=
+                   MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL ||
+               !need) {
+        rc = el_error_set(err, EL_EINTERNAL, "the TLS session cannot be serialized");
+    } else if (!(*out = el_malloc(need))) {
+        rc = el_error_set(err, EL_ENOMEM, "out of memory for a TLS session");
+    } else if (mbedtls_ssl_session_save(&ctx->session, *out, need, len) != 0) {
+        el_free(*out);
+        *out = NULL;
+        rc = el_error_set(err, EL_EINTERNAL, "the TLS session cannot be serialized");
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return rc;
+}
+
+int el_tls_ctx_session_load(el_tls_ctx *ctx, const uint8_t *buf, size_t len, el_error *err)
+{
+    mbedtls_ssl_session s;
+    mbedtls_ssl_session_init(&s);
+    if (mbedtls_ssl_session_load(&s, buf, len) != 0) {
+        mbedtls_ssl_session_free(&s);
+        return el_error_set(err, EL_EINPUT, "saved TLS session does not load");
+    }
+    pthread_mutex_lock(&ctx->lock);
+    mbedtls_ssl_session_free(&ctx->session);
+    ctx->session = s;
+    ctx->have_session = 1;
+    pthread_mutex_unlock(&ctx->lock);
+    return 0;
+}
+
 /* Maps verification flags to our error model. Returns EL_ETRUST. */
 static int flags_error(uint32_t flags, el_error *err)
 {

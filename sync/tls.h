@@ -80,6 +80,19 @@ void el_tls_ctx_set_trusted_time(el_tls_ctx *ctx, int64_t t);
  * full handshake. */
 void el_tls_ctx_forget_session(el_tls_ctx *ctx);
 
+/* The session a client context would offer next, serialized into a new
+ * buffer (*OUT, el_free), so that a later process can resume it. Returns 0,
+ * EL_ENOTFOUND when there is none, or EL_ENOMEM / EL_EINTERNAL. The bytes
+ * hold the session's master secret: keep them like the private key. */
+int el_tls_ctx_session_save(el_tls_ctx *ctx, uint8_t **out, size_t *len, el_error *err);
+
+/* Makes a client context offer the session in BUF (from
+ * el_tls_ctx_session_save). Returns 0, or EL_EINPUT for bytes that do not
+ * load (another mbedTLS build, damage): the caller discards them. A resumed
+ * session's peer is checked as on a full handshake (chain, time,
+ * revocation, role), only the handshake's public-key work is skipped. */
+int el_tls_ctx_session_load(el_tls_ctx *ctx, const uint8_t *buf, size_t len, el_error *err);
+
 /* Server side: runs the handshake on the connected socket FD (always closed
  * by this call on failure, owned by *OUT on success). Returns 0, EL_ETRUST
  * (peer certificate refused: tag "revoked", "expired", "untrusted_signer"

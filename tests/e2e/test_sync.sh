@@ -44,7 +44,11 @@ expect '[ "$(jget "$TMP/s1.json" "[\"releases_seen\"]")" = 0 ]' "no releases yet
 expect '[ "$(jget "$TMP/s1.json" "[\"uploaded\"]")" = 1 ]' "the good version's delta is uploaded"
 BUNDLE=$(jget "$TMP/s1.json" '["events"][0]["bundle"]')
 expect '[ "$(admin GET "/v1/bundles/$BUNDLE")" = 200 ]' "the hub holds the uploaded bundle"
+expect '[ "$(stat -c %a "$S/sync/tls-session")" = 600 ]' "the TLS session is kept, mode 0600"
+resumed() { admin GET /metrics >/dev/null; sed -n 's/^edgeloop_hub_handshakes_total{kind="resumed"} //p' "$TMP/admin.out"; }
+R0=$(resumed)
 "$EL" sync --state "$S" --json >"$TMP/s1b.json" 2>/dev/null
+expect '[ "$(resumed)" -eq $((R0 + 1)) ]' "the next sync (a new process) resumes that session"
 expect '[ "$(jget "$TMP/s1b.json" "[\"uploaded\"] + d[\"already_held\"]")" = 0 ]' \
        "nothing the hub acknowledged is sent again"
 # the hub's answer lost (a crash before the entry was marked sent): the
@@ -56,6 +60,12 @@ expect '[ "$(jget "$TMP/s1c.json" "[\"already_held\"]")" = 1 ] &&
         [ "$(jget "$TMP/s1c.json" "[\"uploaded\"]")" = 0 ]' "a re-upload is idempotent"
 expect '[ "$(admin GET /v1/devices/dev-1)" = 200 ] && grep -q "\"seq\"" "$TMP/admin.out"' \
        "the hub holds the device's audit head"
+
+printf 'not a session' >"$S/sync/tls-session"
+"$EL" sync --state "$S" --json >"$TMP/s1d.json" 2>"$TMP/s1d.err"
+expect '[ $? -eq 0 ] && grep -q "sync.session" "$TMP/s1d.err"' \
+       "a damaged session file is reported and the sync still succeeds"
+expect '[ "$(stat -c %a "$S/sync/tls-session")" = 600 ]' "... and a fresh session is kept"
 
 # ---- a policy release ----
 printf '[probation]\nevents = 7\n' >"$TMP/policy.ini"
