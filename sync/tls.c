@@ -919,6 +919,18 @@ int el_tls_conn_resumed(const el_tls_conn *conn)
     return !conn->verified;
 }
 
+void el_tls_abort(el_tls_conn *conn)
+{
+    if (!conn)
+        return;
+    if (conn->fd >= 0) {
+        close(conn->fd);
+        conn->fd = -1;
+    }
+    mbedtls_ssl_free(&conn->ssl);
+    el_free(conn);
+}
+
 void el_tls_close(el_tls_conn *conn)
 {
     if (!conn)

@@ -135,6 +135,9 @@ int el_tls_conn_resumed(const el_tls_conn *conn);
 /* Sends close_notify (best effort), closes the socket and frees CONN.
  * Accepts NULL. */
 void el_tls_close(el_tls_conn *conn);
+/* Closes CONN's socket without a close_notify and frees CONN: for a thread
+ * that must never wait on a peer (the hub's poller). Accepts NULL. */
+void el_tls_abort(el_tls_conn *conn);
 
 /* Name of ROLE: "device", "hub", "admin" or "none". */
 const char *el_tls_role_name(el_tls_role role);

@@ -91,6 +91,17 @@ static void session_close(session *s)
     el_free(s);
 }
 
+/* session_close for the poller, which must not wait on a peer: an idle
+ * connection past its timeout gets a plain TCP close. */
+static void session_drop(session *s)
+{
+    if (s->tls)
+        el_tls_abort(s->tls);
+    else if (s->fd >= 0)
+        close(s->fd);
+    el_free(s);
+}
+
 static int queue_push(conn_queue *q, session *s)
 {
     pthread_mutex_lock(&q->lock);
@@ -125,7 +136,7 @@ static void queue_close(conn_queue *q)
     pthread_mutex_lock(&q->lock);
     q->closed = 1;
     while (q->count) {
-        session_close(q->items[q->head]);
+        session_drop(q->items[q->head]);
         q->head = (q->head + 1) % QUEUE_CAP;
         q->count--;
     }
@@ -184,7 +195,7 @@ static void expire_parked(server *srv, int idle_ms)
         parked_unlink(s);
         epoll_ctl(srv->epfd, EPOLL_CTL_DEL, el_tls_conn_fd(s->tls), NULL);
         pthread_mutex_unlock(&srv->park_lock);
-        session_close(s);
+        session_drop(s);
     }
 }
 
@@ -422,7 +433,7 @@ int el_hub_serve(el_hub *hub, const el_hub_serve_opts *opts, el_error *err)
             if (s) {
                 unpark(&srv, s);
                 if (queue_push(&srv.queue, s))
-                    session_close(s);
+                    session_drop(s);
                 continue;
             }
             for (;;) {

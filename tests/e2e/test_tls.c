@@ -264,6 +264,80 @@ static void test_slowloris(void)
     el_tls_ctx_destroy(ctx);
 }
 
+/* Reads one whole answer (head + Content-Length body) from CONN into BUF.
+ * Returns its status code, or -1. */
+static int read_answer(el_tls_conn *conn, char *buf, size_t cap)
+{
+    size_t have = 0;
+    el_error err = {0};
+    for (;;) {
+        if (have + 1 >= cap)
+            return -1;
+        long n = el_tls_read(conn, buf + have, cap - 1 - have, &err);
+        if (n <= 0)
+            return -1;
+        have += (size_t)n;
+        buf[have] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (!end)
+            continue;
+        const char *cl = strstr(buf, "Content-Length:");
+        size_t body = cl ? strtoul(cl + 15, NULL, 10) : 0;
+        if (have >= (size_t)(end + 4 - buf) + body)
+            return atoi(buf + 9);
+    }
+}
+
+static const char keep_alive_get[] =
+    "GET /v1/releases?since=0 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+static void test_idle_parked(void)
+{
+    /* ONE worker and --idle-timeout 4000: a client that keeps its connection
+     * open after an answer must not hold the worker (the hub parks idle
+     * connections), so a client whose handshake gives up after 1.5 s is
+     * served meanwhile; the parked connection is served again, then closed
+     * by the hub once idle past the timeout */
+    char ca[700], crt[700], key[700], buf[8192];
+    el_fleetkit_path(&fleet, "ca.crt", ca, sizeof ca);
+    el_fleetkit_path(&fleet, "dev1.crt", crt, sizeof crt);
+    el_fleetkit_path(&fleet, "dev1.key", key, sizeof key);
+    el_tls_opts o = {.ca_path = ca, .cert_path = crt, .key_path = key};
+    el_tls_opts quick = o;
+    quick.handshake_timeout_ms = 1500;
+    quick.io_timeout_ms = 1500;
+    el_tls_ctx *ctx = NULL, *ctx2 = NULL;
+    el_tls_conn *keep = NULL, *other = NULL;
+    el_error err = {0};
+    CHECK_OK(el_tls_ctx_create(&o, &ctx, &err), &err);
+    CHECK_OK(el_tls_ctx_create(&quick, &ctx2, &err), &err);
+    if (!ctx || !ctx2)
+        goto out;
+    CHECK_OK(el_tls_connect(ctx, "localhost", fleet.hub_port, &keep, &err), &err);
+    if (!keep)
+        goto out;
+    CHECK_OK(el_tls_write(keep, keep_alive_get, sizeof keep_alive_get - 1, &err), &err);
+    CHECK(read_answer(keep, buf, sizeof buf) == 200);
+    /* KEEP is idle now */
+    CHECK_OK(el_tls_connect(ctx2, "localhost", fleet.hub_port, &other, &err), &err);
+    if (other) {
+        CHECK_OK(el_tls_write(other, keep_alive_get, sizeof keep_alive_get - 1, &err), &err);
+        CHECK_MSG(read_answer(other, buf, sizeof buf) == 200,
+                  "a second client was not served while the first one idled");
+    }
+    CHECK_OK(el_tls_write(keep, keep_alive_get, sizeof keep_alive_get - 1, &err), &err);
+    CHECK_MSG(read_answer(keep, buf, sizeof buf) == 200, "a parked connection was not served");
+    sleep(5);
+    el_tls_set_deadline(keep, 3000);
+    CHECK_MSG(el_tls_read(keep, buf, sizeof buf, &err) <= 0,
+              "an idle connection outlived --idle-timeout");
+out:
+    el_tls_close(other);
+    el_tls_close(keep);
+    el_tls_ctx_destroy(ctx2);
+    el_tls_ctx_destroy(ctx);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -294,7 +368,8 @@ int main(int argc, char **argv)
     el_fleetkit_write(&fleet, "root.elb", root, len);
     el_free(root);
     const char *extra[] = {"--workers", "1", "--request-timeout", "1500",
-                           "--handshake-timeout", "1500", "--body-max", "65536", NULL};
+                           "--handshake-timeout", "1500", "--idle-timeout", "4000",
+                           "--body-max", "65536", NULL};
     if (el_fleetkit_start_hub(&fleet, argv[1], extra, NULL)) {
         fprintf(stderr, "hub did not start (log: %s)\n", fleet.hub_log);
         return 1;
@@ -302,6 +377,7 @@ int main(int argc, char **argv)
     test_certificates();
     test_http_refusals();
     test_slowloris();
+    test_idle_parked();
     test_root_revocation();
     int status = el_fleetkit_stop_hub(&fleet, SIGTERM);
     CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "hub exit status 0x%x", status);
