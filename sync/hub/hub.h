@@ -30,6 +30,8 @@ typedef struct el_hub_metrics {
     atomic_ullong bytes_in, bytes_out;
     atomic_ullong handshakes_full, handshakes_resumed, handshake_failures;
     atomic_ullong rejected_busy;
+    atomic_llong idle_connections;    /* parked keep-alive connections now */
+    atomic_ullong idle_timeouts;      /* parked connections closed idle */
 } el_hub_metrics;
 
 typedef struct el_hub {

@@ -389,6 +389,16 @@ static void metrics_get(el_hub *hub, el_hub_response *resp)
          "# TYPE edgeloop_hub_bundles_stored gauge\n"
          "edgeloop_hub_bundles_stored %lld\n",
          (long long)devices, (long long)bundles);
+    EMIT("# HELP edgeloop_hub_idle_connections Keep-alive connections waiting for a "
+         "request (held by the poller, not a worker).\n"
+         "# TYPE edgeloop_hub_idle_connections gauge\n"
+         "edgeloop_hub_idle_connections %lld\n"
+         "# HELP edgeloop_hub_idle_timeouts_total Idle connections closed after "
+         "--idle-timeout.\n"
+         "# TYPE edgeloop_hub_idle_timeouts_total counter\n"
+         "edgeloop_hub_idle_timeouts_total %llu\n",
+         (long long)atomic_load(&m->idle_connections),
+         (unsigned long long)atomic_load(&m->idle_timeouts));
 #undef EMIT
     resp->status = 200;
     resp->content_type = "text/plain; version=0.0.4";

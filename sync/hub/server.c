@@ -144,8 +144,9 @@ static void queue_close(conn_queue *q)
     pthread_mutex_unlock(&q->lock);
 }
 
-static void parked_unlink(session *s)
+static void parked_unlink(server *srv, session *s)
 {
+    atomic_fetch_sub(&srv->hub->metrics.idle_connections, 1);
     s->prev->next = s->next;
     s->next->prev = s->prev;
     s->prev = s->next = NULL;
@@ -165,6 +166,7 @@ static void park(server *srv, session *s)
         s->next = &srv->parked;
         srv->parked.prev->next = s;
         srv->parked.prev = s;
+        atomic_fetch_add(&srv->hub->metrics.idle_connections, 1);
     }
     pthread_mutex_unlock(&srv->park_lock);
     if (!ok)
@@ -175,7 +177,7 @@ static void park(server *srv, session *s)
 static void unpark(server *srv, session *s)
 {
     pthread_mutex_lock(&srv->park_lock);
-    parked_unlink(s);
+    parked_unlink(srv, s);
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, el_tls_conn_fd(s->tls), NULL);
     pthread_mutex_unlock(&srv->park_lock);
 }
@@ -192,9 +194,11 @@ static void expire_parked(server *srv, int idle_ms)
             pthread_mutex_unlock(&srv->park_lock);
             return;
         }
-        parked_unlink(s);
+        parked_unlink(srv, s);
         epoll_ctl(srv->epfd, EPOLL_CTL_DEL, el_tls_conn_fd(s->tls), NULL);
         pthread_mutex_unlock(&srv->park_lock);
+        if (idle_ms >= 0)
+            atomic_fetch_add(&srv->hub->metrics.idle_timeouts, 1);
         session_drop(s);
     }
 }

@@ -288,6 +288,37 @@ static int read_answer(el_tls_conn *conn, char *buf, size_t cap)
     }
 }
 
+/* The value of METRIC in the hub's /metrics (as admin), or -1. */
+static long long hub_metric(const char *metric)
+{
+    char paths[2100];
+    el_client_opts o;
+    el_client *admin = NULL;
+    el_error err = {0};
+    el_http_msg resp;
+    el_http_msg_init(&resp);
+    long long v = -1;
+    el_fleetkit_client_opts(&fleet, "admin", &o, paths, sizeof paths);
+    if (!el_client_create(&o, &admin, &err) &&
+        !el_client_request(admin, "GET", "/metrics", NULL, NULL, 0, &resp, &err) &&
+        resp.status == 200) {
+        char *text = el_malloc(resp.body_len + 1);
+        if (text) {
+            memcpy(text, resp.body, resp.body_len);
+            text[resp.body_len] = '\0';
+            char key[128];
+            snprintf(key, sizeof key, "\n%s ", metric);
+            char *at = strstr(text, key);
+            if (at)
+                v = strtoll(at + strlen(key), NULL, 10);
+            el_free(text);
+        }
+    }
+    el_http_msg_finish(&resp);
+    el_client_destroy(admin);
+    return v;
+}
+
 static const char keep_alive_get[] =
     "GET /v1/releases?since=0 HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
@@ -318,7 +349,9 @@ static void test_idle_parked(void)
         goto out;
     CHECK_OK(el_tls_write(keep, keep_alive_get, sizeof keep_alive_get - 1, &err), &err);
     CHECK(read_answer(keep, buf, sizeof buf) == 200);
-    /* KEEP is idle now */
+    /* KEEP is idle now (the admin's own connection closes after its answer) */
+    CHECK(hub_metric("edgeloop_hub_idle_connections") >= 1);
+    long long timeouts = hub_metric("edgeloop_hub_idle_timeouts_total");
     CHECK_OK(el_tls_connect(ctx2, "localhost", fleet.hub_port, &other, &err), &err);
     if (other) {
         CHECK_OK(el_tls_write(other, keep_alive_get, sizeof keep_alive_get - 1, &err), &err);
@@ -331,6 +364,7 @@ static void test_idle_parked(void)
     el_tls_set_deadline(keep, 3000);
     CHECK_MSG(el_tls_read(keep, buf, sizeof buf, &err) <= 0,
               "an idle connection outlived --idle-timeout");
+    CHECK(hub_metric("edgeloop_hub_idle_timeouts_total") > timeouts);
 out:
     el_tls_close(other);
     el_tls_close(keep);
