@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian 12 machine: installs what is
 # missing, configures, builds, runs every suite (gpu on lavapipe with the
-# Khronos validation layer on), then the unit and crypto suites again under
-# AddressSanitizer + UndefinedBehaviorSanitizer.
+# Khronos validation layer on), then the unit and crypto suites and the
+# hub's TLS/HTTP/API tests again under AddressSanitizer +
+# UndefinedBehaviorSanitizer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,9 @@ if [ "${EDGELOOP_SKIP_SANITIZE:-0}" != 1 ]; then
   ninja -C build-asan
   ASAN_OPTIONS=detect_leaks=1 meson test -C build-asan --print-errorlogs \
     --num-processes "$jobs" --suite unit --suite crypto | tee -a "$summary"
+  # the hub's threads (workers, poller, shared key tables) under the sanitizers
+  ASAN_OPTIONS=detect_leaks=1 meson test -C build-asan --print-errorlogs \
+    --num-processes "$jobs" test_tls test_hub_api test_hub_fault test_hub_http | tee -a "$summary"
 fi
 count() { awk -v k="$1" '$1 == k":" { n += $2 } END { print n + 0 }' "$summary"; }
 echo "tools/test.sh: all suites passed"
