@@ -538,13 +538,58 @@ static int vk_reduce(el_backend *be, el_reduce_op op, el_view x, el_view out,
     return 0;
 }
 
+/* Workgroup and block shape of matmul_regblock for one product. */
+typedef struct regblock_shape {
+    uint32_t lx, ly;        /* workgroup; the SIMD lanes run along x */
+    uint32_t tm, tn;        /* rows and columns of C per invocation */
+    uint32_t rows_on_x;     /* 1: x indexes rows of C, y columns */
+} regblock_shape;
+
+/* Picks the shape for an M x N x K product (matmul_regblock.comp gives the
+ * cost model: loads set the speed, so blocks are as large as pays). The x
+ * size of the workgroup must hold 8 invocations of real work, or SIMD lanes
+ * idle: a narrow C (N < 32, a LoRA rank) walks rows along x instead, with
+ * 8 rows per invocation (faster than 4 or 16 at 4096 x 16 x 2048). 16-wide
+ * blocks take ~4 s to compile against ~1 s for 8 x 8 (Mesa's disk cache
+ * keeps them for the next start), so they are used only where K is long
+ * enough for the operand loads to dominate (at K = 16 the stores of C do
+ * and 16 x 16 ran slower than 8 x 8) and the product is large enough
+ * (2^24 multiply-adds, 256^3) to repay the compile. */
+static regblock_shape regblock_shape_of(int M, int N, int K)
+{
+    regblock_shape s;
+    int big = K >= 64 && (uint64_t)M * (uint64_t)N * (uint64_t)K >= (1u << 24);
+    if (N < 32 && M >= 64) {
+        /* Narrow output (a LoRA rank): lanes on rows, each invocation a
+         * whole 8-row strip of C (8 rows beat 4 and 16 for 4096 x 16). */
+        s.rows_on_x = 1;
+        s.tm = 8;
+        s.tn = N > 8 ? 16 : N > 4 ? 8 : 4;
+        s.lx = 16;
+        while (s.lx > 8 && (s.lx / 2) * s.tm >= (uint32_t)M)
+            s.lx /= 2;
+        s.ly = N > (int)s.tn ? 2 : 1;
+        return s;
+    }
+    s.rows_on_x = 0;
+    s.tm = big && M >= 16 ? 16 : M >= 64 ? 8 : 4;
+    s.tn = big && N >= 16 ? 16 : N >= 64 ? 8 : 4;
+    s.lx = 1;
+    while (s.lx < 16 && s.lx * s.tn < (uint32_t)N)
+        s.lx *= 2;
+    s.ly = 64 / s.lx;
+    while (s.ly > 1 && (s.ly / 2) * s.tm >= (uint32_t)M)
+        s.ly /= 2;
+    return s;
+}
+
 /* One matmul dispatch over M rows (the caller chunks). */
 static int matmul_dispatch(vk_backend *b, el_matmul_layout layout, int M, int N, int K,
                            float alpha, el_view A, el_view B, float beta, el_view C,
                            el_error *err)
 {
     el_vk_kernel k;
-    uint32_t bm, bn;
+    uint32_t gx, gy;
     if (b->tiled) {
         uint32_t side = b->caps.max_invocations >= 256 && b->caps.max_local[0] >= 16 &&
                                 b->caps.max_local[1] >= 16 ? 16 : 8;
@@ -553,8 +598,8 @@ static int matmul_dispatch(vk_backend *b, el_matmul_layout layout, int M, int N,
             bk /= 2;
         el_vk_kernel t = {"matmul_tiled", 6, {side, side, tm, tn, (uint32_t)layout, bk}};
         k = t;
-        bm = side * tm;
-        bn = side * tn;
+        gx = el_vk_div_up((size_t)N, side * tn);
+        gy = el_vk_div_up((size_t)M, side * tm);
     } else {
         /* The vec4 paths read both operands as vec4 along their contiguous
          * dimension: the dimensions involved and the views' offsets must be
@@ -564,25 +609,16 @@ static int matmul_dispatch(vk_backend *b, el_matmul_layout layout, int M, int N,
         int vec4 = aligned && (layout == EL_MM_NT ? K % 4 == 0
                                : layout == EL_MM_NN ? K % 4 == 0 && N % 4 == 0
                                                     : M % 4 == 0 && N % 4 == 0);
-        /* Larger blocks load fewer components per FMA (what bounds
-         * llvmpipe) but compile slower: 16 x 16 ran ~1.5x faster than
-         * 8 x 8 at 1024^3 and took ~20 s to compile here, and lavapipe keeps
-         * no pipeline cache. Narrow outputs take 4-wide blocks and put the
-         * SIMD lanes on rows so they stay busy. */
-        uint32_t tm = M >= 64 ? 8 : 4, tn = N >= 64 ? 8 : 4;
-        uint32_t lx = 1;
-        while (lx < 16 && lx * tn < (uint32_t)N)
-            lx *= 2;
-        uint32_t ly = 64 / lx;
-        while (ly > 1 && (ly / 2) * tm >= (uint32_t)M)
-            ly /= 2;
-        el_vk_kernel r = {"matmul_regblock", 6,
-                          {lx, ly, tm, tn, (uint32_t)layout, (uint32_t)vec4}};
+        regblock_shape s = regblock_shape_of(M, N, K);
+        el_vk_kernel r = {"matmul_regblock", 7,
+                          {s.lx, s.ly, s.tm, s.tn, (uint32_t)layout, (uint32_t)vec4,
+                           s.rows_on_x}};
         k = r;
-        bm = ly * tm;
-        bn = lx * tn;
+        uint32_t groups_n = el_vk_div_up((size_t)N, (s.rows_on_x ? s.ly : s.lx) * s.tn);
+        uint32_t groups_m = el_vk_div_up((size_t)M, (s.rows_on_x ? s.lx : s.ly) * s.tm);
+        gx = s.rows_on_x ? groups_m : groups_n;
+        gy = s.rows_on_x ? groups_n : groups_m;
     }
-    uint32_t gx = el_vk_div_up((size_t)N, bn), gy = el_vk_div_up((size_t)M, bm);
     if (gx > b->caps.max_groups[0] || gy > b->caps.max_groups[1])
         return el_error_set(err, EL_EUNAVAIL, "matmul %dx%d needs %ux%u workgroups, more than "
                             "the device allows", M, N, gx, gy);

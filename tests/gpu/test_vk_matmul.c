@@ -101,10 +101,24 @@ static void run(el_backend *be, el_matmul_layout l, shape s, float alpha, float 
     run_at(be, l, s, alpha, beta, what, 4, 8, 1);
 }
 
+/* Besides odd sizes, the shapes reach each block shape the register-blocked
+ * variant picks (vulkan.c, regblock_shape_of): lanes on rows for narrow
+ * outputs with 4, 8 and 16 columns per invocation ({1000, 3, 17},
+ * {68, 8, 12}, {260, 16, 36}; {129, 17, 3} over two invocations in y),
+ * 4 x 8 ({33, 65, 1000}) and 8 x 8 blocks ({64, 64, 64}). Where all three
+ * dimensions are multiples of 4, the runs at aligned offsets take the vec4
+ * paths of every layout. */
 static const shape shapes[] = {
     {1, 1, 1}, {3, 17, 5}, {17, 3, 129}, {129, 17, 3}, {1000, 3, 17}, {5, 1000, 17},
     {33, 65, 1000}, {64, 64, 64}, {3, 5, 20011}, {9, 12, 20}, {13, 20, 8}, {4, 132, 7},
+    {68, 8, 12}, {260, 16, 36},
 };
+
+/* 16 x 16 blocks (K >= 64 and at least 2^24 multiply-adds): the vec4 path
+ * of each layout, and the scalar path (one code for all layouts) in TN.
+ * Once, with beta != 0: each of these pipelines takes seconds to compile on
+ * lavapipe. */
+static const shape big_shape = {132, 136, 940};
 
 static void all_shapes(const char *variant)
 {
@@ -113,11 +127,15 @@ static void all_shapes(const char *variant)
     el_vk_stats st;
     el_vk_backend_stats(be, &st);
     CHECK_STR(st.matmul, variant);
-    for (int l = 0; l < 3; l++)
+    for (int l = 0; l < 3; l++) {
         for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             run(be, (el_matmul_layout)l, shapes[s], 0.5f, 0.25f, variant);
             run(be, (el_matmul_layout)l, shapes[s], 1.0f, 0.0f, variant);
         }
+        run_at(be, (el_matmul_layout)l, big_shape, 0.5f, 0.25f, variant, 4, 8, 1);
+        if (l == EL_MM_TN)
+            run_at(be, (el_matmul_layout)l, big_shape, 0.5f, 0.25f, variant, 3, 5, 7);
+    }
     vkt_destroy(be);
 }
 
