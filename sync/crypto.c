@@ -343,40 +343,28 @@ int el_crypto_ecp_adopt_table(void *group)
     mbedtls_ecp_group *g = group;
     pthread_once(&shared_p256_once, shared_p256_init);
     const mbedtls_ecp_group *c = &shared_p256;
-    if (!shared_p256_ok || g->id != MBEDTLS_ECP_DP_SECP256R1 || g->T || !c->T || !c->T_size)
+    /* only a group loaded from mbedTLS's constants (h == 1: nothing but T
+     * is ever allocated in it), of our curve, with no table yet */
+    if (!shared_p256_ok || g->id != MBEDTLS_ECP_DP_SECP256R1 || g->h != 1 || g->T ||
+        !c->T || !c->T_size)
         return 0;
-    mbedtls_ecp_group n;
-    mbedtls_ecp_group_init(&n);
-    int rc = mbedtls_mpi_copy(&n.P, &c->P);
-    if (!rc && c->A.p)
-        rc = mbedtls_mpi_copy(&n.A, &c->A);
-    if (!rc)
-        rc = mbedtls_mpi_copy(&n.B, &c->B);
-    if (!rc)
-        rc = mbedtls_mpi_copy(&n.N, &c->N);
-    if (!rc)
-        rc = mbedtls_ecp_copy(&n.G, &c->G);
-    n.id = c->id;
-    n.pbits = c->pbits;
-    n.nbits = c->nbits;
-    n.h = 0;                    /* the copies are ours: freed by group_free */
-    n.modp = c->modp;
     /* mbedTLS frees T with mbedtls_free: allocate it with mbedtls_calloc */
-    if (!rc && !(n.T = mbedtls_calloc(c->T_size, sizeof *n.T)))
-        rc = MBEDTLS_ERR_ECP_ALLOC_FAILED;
-    if (n.T) {
-        for (size_t i = 0; i < c->T_size; i++)
-            mbedtls_ecp_point_init(&n.T[i]);
-        n.T_size = c->T_size;
-        for (size_t i = 0; i < c->T_size && !rc; i++)
-            rc = mbedtls_ecp_copy(&n.T[i], &c->T[i]);
-    }
+    mbedtls_ecp_point *t = mbedtls_calloc(c->T_size, sizeof *t);
+    if (!t)
+        return EL_ENOMEM;
+    int rc = 0;
+    for (size_t i = 0; i < c->T_size; i++)
+        mbedtls_ecp_point_init(&t[i]);
+    for (size_t i = 0; i < c->T_size && !rc; i++)
+        rc = mbedtls_ecp_copy(&t[i], &c->T[i]);
     if (rc) {
-        mbedtls_ecp_group_free(&n);
+        for (size_t i = 0; i < c->T_size; i++)
+            mbedtls_ecp_point_free(&t[i]);
+        mbedtls_free(t);
         return EL_ENOMEM;
     }
-    mbedtls_ecp_group_free(g);
-    *g = n;
+    g->T = t;
+    g->T_size = c->T_size;
     return 0;
 }
 

@@ -89,11 +89,13 @@ int el_crypto_verify(const el_crypto_key *key, const void *msg, size_t len,
  * group. Returns 0 or EL_EINTERNAL. */
 int el_crypto_ecp_warm(void *group);
 
-/* Gives GROUP (an mbedtls_ecp_group * of P-256 that has not multiplied yet,
- * for tls.c: a peer certificate's key, about to verify one handshake
- * signature) a copy of the shared group's generator table, so that
- * verification does not build its own (~1.2 ms). Leaves any other group
- * alone. Returns 0, or EL_ENOMEM with GROUP unchanged. */
+/* Gives GROUP (an mbedtls_ecp_group *, for tls.c) a copy of the shared
+ * group's generator table when it is P-256 as mbedTLS loads it (curve
+ * constants static, no table yet): a group made for one multiplication by
+ * the generator (a peer certificate's key, verifying one handshake
+ * signature) then does not build its own. Only T is added, so mbedTLS frees
+ * it with the group. Leaves any other group alone. Returns 0, or EL_ENOMEM
+ * with GROUP unchanged. */
 int el_crypto_ecp_adopt_table(void *group);
 
 /* ---- X.509 --------------------------------------------------------------- */
