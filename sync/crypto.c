@@ -29,7 +29,8 @@
  *     arithmetic, and tested against mbedTLS's own verify, openssl's
  *     signatures and malformed ones (tests/crypto/test_x509.c).
  *  9. el_crypto_cert_verify remembers (leaf, CA) pairs that verified, by
- *     the SHA-256 of both DER encodings (direct-mapped, bounded): a device
+ *     the SHA-256 of both DER encodings (bounded, least recently used out;
+ *     base/digest_set.h): a device
  *     signs every delta with the same certificate. Validity at the trusted
  *     time is checked on every call; revocation is the caller's (trust.c).
  */
@@ -57,6 +58,7 @@
 #include <mbedtls/x509_csr.h>
 
 #include "base/alloc.h"
+#include "base/digest_set.h"
 #include "base/fs.h"
 #include "base/sha256.h"
 
@@ -892,10 +894,15 @@ int el_crypto_cert_public_key(const el_crypto_cert *cert, el_crypto_key **out,
     return pk_copy_public(&cert->crt.pk, out, err);
 }
 
-#define CERT_MEMO_SLOTS 512
-static pthread_mutex_t cert_memo_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint8_t cert_memo[CERT_MEMO_SLOTS][EL_SHA256_LEN];
-static uint8_t cert_memo_used[CERT_MEMO_SLOTS];
+#define CERT_MEMO_SIZE 2048
+static el_digest_set cert_memo;
+static pthread_once_t cert_memo_once = PTHREAD_ONCE_INIT;
+
+static void cert_memo_init(void)
+{
+    /* on failure the set stays empty: every call verifies */
+    el_digest_set_init(&cert_memo, CERT_MEMO_SIZE);
+}
 
 int el_crypto_cert_verify(const el_crypto_cert *leaf, const el_crypto_cert *ca,
                           int64_t trusted_time, el_error *err)
@@ -911,11 +918,8 @@ int el_crypto_cert_verify(const el_crypto_cert *leaf, const el_crypto_cert *ca,
     el_sha256_update(&h, ca->crt.raw.p, ca->crt.raw.len);
     el_sha256_update(&h, leaf->crt.raw.p, leaf->crt.raw.len);
     el_sha256_final(&h, memo_key);
-    size_t slot = ((size_t)memo_key[0] << 8 | memo_key[1]) % CERT_MEMO_SLOTS;
-    pthread_mutex_lock(&cert_memo_lock);
-    int known = cert_memo_used[slot] && !memcmp(cert_memo[slot], memo_key, sizeof memo_key);
-    pthread_mutex_unlock(&cert_memo_lock);
-    if (!known) {
+    pthread_once(&cert_memo_once, cert_memo_init);
+    if (!el_digest_set_has(&cert_memo, memo_key)) {
         uint32_t flags = 0;
         /* The chain is leaf + trusted CA; copy-free: verify wants non-const. */
         mbedtls_x509_crt_verify((mbedtls_x509_crt *)&leaf->crt, (mbedtls_x509_crt *)&ca->crt,
@@ -925,10 +929,7 @@ int el_crypto_cert_verify(const el_crypto_cert *leaf, const el_crypto_cert *ca,
             return el_error_set_tag(err, EL_ETRUST, "untrusted_signer",
                                     "certificate is not issued by the fleet CA "
                                     "(flags 0x%x)", (unsigned)flags);
-        pthread_mutex_lock(&cert_memo_lock);
-        memcpy(cert_memo[slot], memo_key, sizeof memo_key);
-        cert_memo_used[slot] = 1;
-        pthread_mutex_unlock(&cert_memo_lock);
+        el_digest_set_add(&cert_memo, memo_key);
     }
     const mbedtls_x509_crt *certs[2] = {&leaf->crt, &ca->crt};
     for (int i = 0; i < 2; i++) {

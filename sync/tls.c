@@ -42,7 +42,8 @@
  *     then refuses any other mbedTLS verdict, runs chain_check again (for
  *     resumed sessions) and the time / revocation / role checks, which are
  *     never cached. A peer refused after the handshake gets a fatal alert.
- *     The table holds digests only and is bounded (VERIFIED_SLOTS).
+ *     The table holds digests only and is bounded (VERIFIED_SERVER /
+ *     VERIFIED_CLIENT entries, least recently used out).
  *  9. The peer's key verifies one signature of the handshake (its
  *     CertificateVerify on the hub, the ServerKeyExchange on a device) in a
  *     group mbedTLS has just loaded, which would build the generator's comb
@@ -78,10 +79,14 @@
 #include <mbedtls/x509_crt.h>
 
 #include "base/alloc.h"
+#include "base/digest_set.h"
 #include "base/sha256.h"
 #include "crypto.h"
 
-#define VERIFIED_SLOTS 512
+/* Certificates remembered as verified: a hub meets every device of its
+ * fleet, a device one hub. */
+#define VERIFIED_SERVER 4096
+#define VERIFIED_CLIENT 16
 
 struct el_tls_ctx {
     int is_server;
@@ -104,9 +109,8 @@ struct el_tls_ctx {
     mbedtls_ssl_session session;
     int have_session;
     /* design note 8: certificates already verified against the CA, keyed
-     * by SHA-256(expected host NUL DER); direct-mapped, so bounded */
-    uint8_t verified_certs[VERIFIED_SLOTS][EL_SHA256_LEN];
-    uint8_t verified_used[VERIFIED_SLOTS];
+     * by SHA-256(expected host NUL DER); bounded, least recently used out */
+    el_digest_set verified;
 };
 
 struct el_tls_conn {
@@ -249,11 +253,7 @@ static int chain_check(el_tls_conn *conn, const mbedtls_x509_crt *crt, uint32_t 
     el_sha256_update(&h, conn->host, strlen(conn->host) + 1);
     el_sha256_update(&h, crt->raw.p, crt->raw.len);
     el_sha256_final(&h, key);
-    size_t slot = ((size_t)key[0] << 8 | key[1]) % VERIFIED_SLOTS;
-    pthread_mutex_lock(&ctx->lock);
-    int hit = ctx->verified_used[slot] && !memcmp(ctx->verified_certs[slot], key, sizeof key);
-    pthread_mutex_unlock(&ctx->lock);
-    if (hit)
+    if (el_digest_set_has(&ctx->verified, key))
         return 0;
     *flags = 0;
     int rc = mbedtls_x509_crt_verify_with_profile((mbedtls_x509_crt *)crt, &ctx->ca, NULL,
@@ -265,10 +265,7 @@ static int chain_check(el_tls_conn *conn, const mbedtls_x509_crt *crt, uint32_t 
             *flags = MBEDTLS_X509_BADCERT_OTHER;
         return -1;
     }
-    pthread_mutex_lock(&ctx->lock);
-    memcpy(ctx->verified_certs[slot], key, sizeof key);
-    ctx->verified_used[slot] = 1;
-    pthread_mutex_unlock(&ctx->lock);
+    el_digest_set_add(&ctx->verified, key);
     return 0;
 }
 
@@ -510,6 +507,11 @@ int el_tls_ctx_create(const el_tls_opts *opts, el_tls_ctx **out, el_error *err)
     mbedtls_ssl_ticket_init(&ctx->ticket);
     mbedtls_ssl_cache_init(&ctx->cache);
     mbedtls_ssl_session_init(&ctx->session);
+    if (el_digest_set_init(&ctx->verified,
+                           opts->is_server ? VERIFIED_SERVER : VERIFIED_CLIENT)) {
+        rc = el_error_set(err, EL_ENOMEM, "out of memory for a TLS context");
+        goto fail;
+    }
 
     rc = mbedtls_ctr_drbg_seed(&ctx->drbg, mbedtls_entropy_func, &ctx->entropy,
                                (const unsigned char *)pers, sizeof pers - 1);
@@ -612,6 +614,7 @@ void el_tls_ctx_destroy(el_tls_ctx *ctx)
     mbedtls_x509_crt_free(&ctx->ca);
     mbedtls_ctr_drbg_free(&ctx->drbg);
     mbedtls_entropy_free(&ctx->entropy);
+    el_digest_set_finish(&ctx->verified);
     free_revoked(ctx->revoked, ctx->n_revoked);
     pthread_mutex_destroy(&ctx->lock);
     el_free(ctx);

@@ -1,12 +1,15 @@
 /* agent/base: SHA-256 against FIPS 180-4 vectors, JSON limits, atomic
- * writes, arena, allocation failure injection, error model. */
+ * writes, arena, allocation failure injection, error model, digest set. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/alloc.h"
 #include "base/arena.h"
+#include "base/digest_set.h"
 #include "base/error.h"
 #include "base/fs.h"
 #include "base/json.h"
@@ -150,6 +153,53 @@ static void test_error(void)
     CHECK(el_error_set(NULL, EL_EIO, "ignored") == EL_EIO);
 }
 
+/* KEY(i): a digest whose first 8 bytes (the set index) are SET. */
+static void digest_of(uint8_t key[EL_SHA256_LEN], uint64_t set, int i)
+{
+    char text[32];
+    snprintf(text, sizeof text, "key %d", i);
+    el_sha256(text, strlen(text), key);
+    for (int b = 7; b >= 0; b--, set >>= 8)
+        key[b] = (uint8_t)set;
+}
+
+static void test_digest_set(void)
+{
+    el_digest_set s;
+    CHECK(el_digest_set_init(&s, 64) == 0);
+    uint8_t k[8][EL_SHA256_LEN];
+    for (int i = 0; i < 8; i++)
+        digest_of(k[i], 3, i);   /* all in one set of 4 ways */
+    CHECK(!el_digest_set_has(&s, k[0]));
+    for (int i = 0; i < 4; i++)
+        el_digest_set_add(&s, k[i]);
+    for (int i = 0; i < 4; i++)
+        CHECK(el_digest_set_has(&s, k[i]));
+    /* k[0] was used last by the loop above... touch 1..3 so k[0] is oldest */
+    for (int i = 1; i < 4; i++)
+        CHECK(el_digest_set_has(&s, k[i]));
+    el_digest_set_add(&s, k[4]);
+    CHECK(!el_digest_set_has(&s, k[0]));
+    CHECK(el_digest_set_has(&s, k[1]) && el_digest_set_has(&s, k[4]));
+    el_digest_set_add(&s, k[4]);               /* again: no second copy */
+    CHECK(el_digest_set_has(&s, k[2]) && el_digest_set_has(&s, k[3]));
+    /* other sets are not disturbed */
+    uint8_t other[EL_SHA256_LEN];
+    digest_of(other, 5, 99);
+    el_digest_set_add(&s, other);
+    CHECK(el_digest_set_has(&s, other) && el_digest_set_has(&s, k[4]));
+    /* a key differing in its last byte only is another key */
+    uint8_t near[EL_SHA256_LEN];
+    memcpy(near, k[4], sizeof near);
+    near[EL_SHA256_LEN - 1] ^= 1;
+    CHECK(!el_digest_set_has(&s, near));
+    el_digest_set_finish(&s);
+    /* tiny capacities still hold 4 */
+    CHECK(el_digest_set_init(&s, 1) == 0 && s.n_sets == 1);
+    el_digest_set_finish(&s);
+    el_digest_set_finish(&s);                  /* twice is harmless */
+}
+
 int main(void)
 {
     test_sha256();
@@ -157,5 +207,6 @@ int main(void)
     test_fs();
     test_arena_alloc();
     test_error();
+    test_digest_set();
     return el_test_done("test_base");
 }
