@@ -15,6 +15,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -77,6 +78,54 @@ static int prepare(sqlite_store *st, const char *sql, sqlite3_stmt **stmt, el_er
     if (sqlite3_prepare_v2(st->db, sql, -1, stmt, NULL) != SQLITE_OK)
         return db_error(st, err, "prepare");
     return 0;
+}
+
+/* Binds the variable arguments to STMT's parameters 1, 2, ... by TYPES:
+ * 't' a const char * (bound as text, not copied), 'i' an int64_t. */
+static void bind_va(sqlite3_stmt *stmt, const char *types, va_list ap)
+{
+    for (int i = 0; types[i]; i++) {
+        if (types[i] == 't')
+            sqlite3_bind_text(stmt, i + 1, va_arg(ap, const char *), -1, SQLITE_STATIC);
+        else
+            sqlite3_bind_int64(stmt, i + 1, (sqlite3_int64)va_arg(ap, int64_t));
+    }
+}
+
+/* prepare() and bind the arguments as bind_va does. */
+static int prepare_bound(sqlite_store *st, sqlite3_stmt **stmt, el_error *err, const char *sql,
+                         const char *types, ...)
+{
+    int rc = prepare(st, sql, stmt, err);
+    if (!rc) {
+        va_list ap;
+        va_start(ap, types);
+        bind_va(*stmt, types, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+/* Runs one statement that returns no rows, its arguments bound as bind_va
+ * does. *CHANGED (when not NULL) says whether it changed a row. Returns 0 or
+ * the store's error naming WHAT. The caller holds st->lock. */
+static int run(sqlite_store *st, const char *what, int *changed, el_error *err, const char *sql,
+               const char *types, ...)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = prepare(st, sql, &stmt, err);
+    if (!rc) {
+        va_list ap;
+        va_start(ap, types);
+        bind_va(stmt, types, ap);
+        va_end(ap);
+        if (sqlite3_step(stmt) != SQLITE_DONE)
+            rc = db_error(st, err, what);
+        else if (changed)
+            *changed = sqlite3_changes(st->db) > 0;
+    }
+    sqlite3_finalize(stmt);
+    return rc;
 }
 
 static void copy_col(sqlite3_stmt *stmt, int col, char *out, size_t n)
@@ -194,32 +243,15 @@ static int st_bundle_put(el_hub_store *s, el_hub_bundle_rec *rec, int *created,
                          el_error *err)
 {
     sqlite_store *st = (sqlite_store *)s;
-    sqlite3_stmt *stmt = NULL;
-    int rc;
     pthread_mutex_lock(&st->lock);
-    if ((rc = prepare(st,
-                      "INSERT INTO bundles(id, device, blob, size, parent, result, base,"
-                      " encoding, received) VALUES(?,?,?,?,?,?,?,?,?)"
-                      " ON CONFLICT(id) DO NOTHING",
-                      &stmt, err)) != 0)
-        goto out;
-    sqlite3_bind_text(stmt, 1, rec->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 2, rec->device, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 3, rec->blob, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, 4, (sqlite3_int64)rec->size);
-    sqlite3_bind_text(stmt, 5, rec->parent, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 6, rec->result, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 7, rec->base, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 8, rec->encoding, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, 9, rec->received);
-    if (sqlite3_step(stmt) != SQLITE_DONE) {
-        rc = db_error(st, err, "insert bundle");
-        goto out;
-    }
-    *created = sqlite3_changes(st->db) > 0;
-    rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
-out:
-    sqlite3_finalize(stmt);
+    int rc = run(st, "insert bundle", created, err,
+                 "INSERT INTO bundles(id, device, blob, size, parent, result, base,"
+                 " encoding, received) VALUES(?,?,?,?,?,?,?,?,?)"
+                 " ON CONFLICT(id) DO NOTHING",
+                 "tttitttti", rec->id, rec->device, rec->blob, (int64_t)rec->size, rec->parent,
+                 rec->result, rec->base, rec->encoding, rec->received);
+    if (!rc)
+        rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -231,12 +263,11 @@ static int st_bundle_get(el_hub_store *s, const char *id, el_hub_bundle_rec *rec
     sqlite3_stmt *stmt = NULL;
     int rc;
     pthread_mutex_lock(&st->lock);
-    if ((rc = prepare(st,
-                      "SELECT id, device, blob, size, parent, result, base, encoding,"
-                      " received, seq FROM bundles WHERE id = ?",
-                      &stmt, err)) != 0)
+    if ((rc = prepare_bound(st, &stmt, err,
+                            "SELECT id, device, blob, size, parent, result, base, encoding,"
+                            " received, seq FROM bundles WHERE id = ?",
+                            "t", id)) != 0)
         goto out;
-    sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
     int step = sqlite3_step(stmt);
     if (step == SQLITE_ROW) {
         memset(rec, 0, sizeof *rec);
@@ -265,18 +296,10 @@ static int st_adapter_put(el_hub_store *s, const char *digest, const char *blob,
                           el_error *err)
 {
     sqlite_store *st = (sqlite_store *)s;
-    sqlite3_stmt *stmt = NULL;
-    int rc;
     pthread_mutex_lock(&st->lock);
-    if ((rc = prepare(st, "INSERT INTO adapters(digest, blob) VALUES(?,?)"
-                          " ON CONFLICT(digest) DO NOTHING",
-                      &stmt, err)) == 0) {
-        sqlite3_bind_text(stmt, 1, digest, -1, SQLITE_STATIC);
-        sqlite3_bind_text(stmt, 2, blob, -1, SQLITE_STATIC);
-        if (sqlite3_step(stmt) != SQLITE_DONE)
-            rc = db_error(st, err, "insert adapter");
-    }
-    sqlite3_finalize(stmt);
+    int rc = run(st, "insert adapter", NULL, err,
+                 "INSERT INTO adapters(digest, blob) VALUES(?,?) ON CONFLICT(digest) DO NOTHING",
+                 "tt", digest, blob);
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -287,8 +310,8 @@ static int st_adapter_get(el_hub_store *s, const char *digest, char *blob, el_er
     sqlite3_stmt *stmt = NULL;
     int rc;
     pthread_mutex_lock(&st->lock);
-    if ((rc = prepare(st, "SELECT blob FROM adapters WHERE digest = ?", &stmt, err)) == 0) {
-        sqlite3_bind_text(stmt, 1, digest, -1, SQLITE_STATIC);
+    if ((rc = prepare_bound(st, &stmt, err, "SELECT blob FROM adapters WHERE digest = ?", "t",
+                            digest)) == 0) {
         int step = sqlite3_step(stmt);
         if (step == SQLITE_ROW)
             copy_col(stmt, 0, blob, EL_HUB_ID_MAX);
@@ -309,16 +332,13 @@ static int st_blob_allowed(el_hub_store *s, const char *sha, const char *device,
     sqlite3_stmt *stmt = NULL;
     int rc;
     pthread_mutex_lock(&st->lock);
-    if ((rc = prepare(st,
-                      "SELECT 1 FROM roots WHERE blob = ?1"
-                      " UNION ALL SELECT 1 FROM releases WHERE blob = ?1 AND"
-                      "  (target = '*' OR target = ?2 OR (?3 <> '' AND target = ?3))"
-                      " UNION ALL SELECT 1 FROM bundles WHERE blob = ?1 AND device = ?2"
-                      " LIMIT 1",
-                      &stmt, err)) == 0) {
-        sqlite3_bind_text(stmt, 1, sha, -1, SQLITE_STATIC);
-        sqlite3_bind_text(stmt, 2, device, -1, SQLITE_STATIC);
-        sqlite3_bind_text(stmt, 3, group ? group : "", -1, SQLITE_STATIC);
+    if ((rc = prepare_bound(st, &stmt, err,
+                            "SELECT 1 FROM roots WHERE blob = ?1"
+                            " UNION ALL SELECT 1 FROM releases WHERE blob = ?1 AND"
+                            "  (target = '*' OR target = ?2 OR (?3 <> '' AND target = ?3))"
+                            " UNION ALL SELECT 1 FROM bundles WHERE blob = ?1 AND device = ?2"
+                            " LIMIT 1",
+                            "ttt", sha, device, group ? group : "")) == 0) {
         int step = sqlite3_step(stmt);
         if (step != SQLITE_ROW && step != SQLITE_DONE)
             rc = db_error(st, err, "select blob owner");
@@ -333,23 +353,12 @@ static int st_device_seen(el_hub_store *s, const char *device, const char *group
                           const char *serial, int64_t now, el_error *err)
 {
     sqlite_store *st = (sqlite_store *)s;
-    sqlite3_stmt *stmt = NULL;
-    int rc;
     pthread_mutex_lock(&st->lock);
-    if ((rc = prepare(st,
-                      "INSERT INTO devices(id, grp, serial, first_seen, last_seen)"
-                      " VALUES(?1,?2,?3,?4,?4) ON CONFLICT(id) DO UPDATE SET"
-                      " grp = ?2, serial = ?3, last_seen = ?4",
-                      &stmt, err)) != 0)
-        goto out;
-    sqlite3_bind_text(stmt, 1, device, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 2, group, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 3, serial, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, 4, now);
-    if (sqlite3_step(stmt) != SQLITE_DONE)
-        rc = db_error(st, err, "device seen");
-out:
-    sqlite3_finalize(stmt);
+    int rc = run(st, "device seen", NULL, err,
+                 "INSERT INTO devices(id, grp, serial, first_seen, last_seen)"
+                 " VALUES(?1,?2,?3,?4,?4) ON CONFLICT(id) DO UPDATE SET"
+                 " grp = ?2, serial = ?3, last_seen = ?4",
+                 "ttti", device, group, serial, now);
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -364,10 +373,9 @@ static int st_status_put(el_hub_store *s, const char *device, int64_t audit_seq,
     pthread_mutex_lock(&st->lock);
     if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
         goto out;
-    if ((rc = prepare(st, "SELECT audit_seq, audit_hash FROM devices WHERE id = ?", &stmt,
-                      err)) != 0)
+    if ((rc = prepare_bound(st, &stmt, err, "SELECT audit_seq, audit_hash FROM devices WHERE id = ?",
+                            "t", device)) != 0)
         goto rollback;
-    sqlite3_bind_text(stmt, 1, device, -1, SQLITE_STATIC);
     int step = sqlite3_step(stmt);
     if (step == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL) {
         int64_t held = sqlite3_column_int64(stmt, 0);
@@ -390,24 +398,13 @@ static int st_status_put(el_hub_store *s, const char *device, int64_t audit_seq,
     }
     sqlite3_finalize(stmt);
     stmt = NULL;
-    if ((rc = prepare(st,
-                      "INSERT INTO devices(id, first_seen, last_seen, audit_seq, audit_hash,"
-                      " status, status_at) VALUES(?1,?5,?5,?2,?3,?4,?5)"
-                      " ON CONFLICT(id) DO UPDATE SET audit_seq = ?2, audit_hash = ?3,"
-                      " status = ?4, status_at = ?5, last_seen = ?5",
-                      &stmt, err)) != 0)
+    if ((rc = run(st, "store status", NULL, err,
+                  "INSERT INTO devices(id, first_seen, last_seen, audit_seq, audit_hash,"
+                  " status, status_at) VALUES(?1,?5,?5,?2,?3,?4,?5)"
+                  " ON CONFLICT(id) DO UPDATE SET audit_seq = ?2, audit_hash = ?3,"
+                  " status = ?4, status_at = ?5, last_seen = ?5",
+                  "titti", device, audit_seq, audit_hash, status_json, now)) != 0)
         goto rollback;
-    sqlite3_bind_text(stmt, 1, device, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, 2, audit_seq);
-    sqlite3_bind_text(stmt, 3, audit_hash, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 4, status_json, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, 5, now);
-    if (sqlite3_step(stmt) != SQLITE_DONE) {
-        rc = db_error(st, err, "store status");
-        goto rollback;
-    }
-    sqlite3_finalize(stmt);
-    stmt = NULL;
     rc = exec(st, "COMMIT", err);
     if (!rc)
         goto out;
@@ -425,30 +422,14 @@ static int st_release_put(el_hub_store *s, el_hub_release_rec *rec, int *created
                           el_error *err)
 {
     sqlite_store *st = (sqlite_store *)s;
-    sqlite3_stmt *stmt = NULL;
-    int rc;
     pthread_mutex_lock(&st->lock);
-    if ((rc = prepare(st,
-                      "INSERT INTO releases(id, kind, counter, target, blob, size, expires,"
-                      " received) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
-                      &stmt, err)) != 0)
-        goto out;
-    sqlite3_bind_text(stmt, 1, rec->id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 2, rec->kind, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, 3, rec->counter);
-    sqlite3_bind_text(stmt, 4, rec->target, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 5, rec->blob, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(stmt, 6, (sqlite3_int64)rec->size);
-    sqlite3_bind_int64(stmt, 7, rec->expires);
-    sqlite3_bind_int64(stmt, 8, rec->received);
-    if (sqlite3_step(stmt) != SQLITE_DONE) {
-        rc = db_error(st, err, "insert release");
-        goto out;
-    }
-    *created = sqlite3_changes(st->db) > 0;
-    rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
-out:
-    sqlite3_finalize(stmt);
+    int rc = run(st, "insert release", created, err,
+                 "INSERT INTO releases(id, kind, counter, target, blob, size, expires,"
+                 " received) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                 "ttittiii", rec->id, rec->kind, rec->counter, rec->target, rec->blob,
+                 (int64_t)rec->size, rec->expires, rec->received);
+    if (!rc)
+        rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -461,16 +442,12 @@ static int st_releases_since(el_hub_store *s, const char *device, const char *gr
     json_t *rows = NULL;
     int rc;
     pthread_mutex_lock(&st->lock);
-    if ((rc = prepare(st,
-                      "SELECT seq, id, kind, counter, target, blob, size, expires FROM releases"
-                      " WHERE seq > ?1 AND (target = '*' OR target = ?2 OR"
-                      " (?3 <> '' AND target = ?3)) ORDER BY seq LIMIT ?4",
-                      &stmt, err)) != 0)
+    if ((rc = prepare_bound(st, &stmt, err,
+                            "SELECT seq, id, kind, counter, target, blob, size, expires"
+                            " FROM releases WHERE seq > ?1 AND (target = '*' OR target = ?2 OR"
+                            " (?3 <> '' AND target = ?3)) ORDER BY seq LIMIT ?4",
+                            "itti", since, device, group ? group : "", (int64_t)limit)) != 0)
         goto out;
-    sqlite3_bind_int64(stmt, 1, since);
-    sqlite3_bind_text(stmt, 2, device, -1, SQLITE_STATIC);
-    sqlite3_bind_text(stmt, 3, group ? group : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int(stmt, 4, limit);
     if ((rc = rows_json(st, stmt, &rows, err)) != 0)
         goto out;
     int64_t next = since;
@@ -487,19 +464,10 @@ out:
 static int st_root_put(el_hub_store *s, int64_t version, const char *blob, el_error *err)
 {
     sqlite_store *st = (sqlite_store *)s;
-    sqlite3_stmt *stmt = NULL;
-    int rc;
     pthread_mutex_lock(&st->lock);
-    if ((rc = prepare(st, "INSERT INTO roots(version, blob) VALUES(?,?)"
-                          " ON CONFLICT(version) DO NOTHING",
-                      &stmt, err)) != 0)
-        goto out;
-    sqlite3_bind_int64(stmt, 1, version);
-    sqlite3_bind_text(stmt, 2, blob, -1, SQLITE_STATIC);
-    if (sqlite3_step(stmt) != SQLITE_DONE)
-        rc = db_error(st, err, "insert root");
-out:
-    sqlite3_finalize(stmt);
+    int rc = run(st, "insert root", NULL, err,
+                 "INSERT INTO roots(version, blob) VALUES(?,?) ON CONFLICT(version) DO NOTHING",
+                 "it", version, blob);
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
