@@ -680,6 +680,8 @@ static int handshake_error(el_tls_conn *conn, int rc, el_error *err)
 /* The alert that tells a peer why it was refused after the handshake. */
 static unsigned char refusal_alert(const el_error *err)
 {
+    if (!err)
+        return MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED;
     if (!strcmp(err->tag, "revoked"))
         return MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED;
     if (!strcmp(err->tag, "expired"))
@@ -726,7 +728,8 @@ static int run_handshake(el_tls_conn *conn, el_error *err)
     if (rc)
         return handshake_error(conn, rc, err);
     if ((rc = check_peer(conn, err)) != 0) {
-        conn->deadline = now_ms() + conn->ctx->io_timeout_ms;
+        /* best effort, as close_notify: never hold a worker on the peer */
+        conn->deadline = now_ms() + 200;
         mbedtls_ssl_send_alert_message(&conn->ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
                                        refusal_alert(err));
         conn->deadline = 0;
