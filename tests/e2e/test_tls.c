@@ -324,9 +324,9 @@ static const char keep_alive_get[] =
 
 static void test_idle_parked(void)
 {
-    /* ONE worker and --idle-timeout 4000: a client that keeps its connection
+    /* ONE worker and --idle-timeout 6000: a client that keeps its connection
      * open after an answer must not hold the worker (the hub parks idle
-     * connections), so a client whose handshake gives up after 1.5 s is
+     * connections), so a client whose handshake gives up after 3 s is
      * served meanwhile; the parked connection is served again, then closed
      * by the hub once idle past the timeout */
     char ca[700], crt[700], key[700], buf[8192];
@@ -335,8 +335,8 @@ static void test_idle_parked(void)
     el_fleetkit_path(&fleet, "dev1.key", key, sizeof key);
     el_tls_opts o = {.ca_path = ca, .cert_path = crt, .key_path = key};
     el_tls_opts quick = o;
-    quick.handshake_timeout_ms = 1500;
-    quick.io_timeout_ms = 1500;
+    quick.handshake_timeout_ms = 3000;
+    quick.io_timeout_ms = 3000;
     el_tls_ctx *ctx = NULL, *ctx2 = NULL;
     el_tls_conn *keep = NULL, *other = NULL;
     el_error err = {0};
@@ -360,7 +360,7 @@ static void test_idle_parked(void)
     }
     CHECK_OK(el_tls_write(keep, keep_alive_get, sizeof keep_alive_get - 1, &err), &err);
     CHECK_MSG(read_answer(keep, buf, sizeof buf) == 200, "a parked connection was not served");
-    sleep(5);
+    sleep(7);
     el_tls_set_deadline(keep, 3000);
     CHECK_MSG(el_tls_read(keep, buf, sizeof buf, &err) <= 0,
               "an idle connection outlived --idle-timeout");
@@ -402,7 +402,7 @@ int main(int argc, char **argv)
     el_fleetkit_write(&fleet, "root.elb", root, len);
     el_free(root);
     const char *extra[] = {"--workers", "1", "--request-timeout", "1500",
-                           "--handshake-timeout", "1500", "--idle-timeout", "4000",
+                           "--handshake-timeout", "1500", "--idle-timeout", "6000",
                            "--body-max", "65536", NULL};
     if (el_fleetkit_start_hub(&fleet, argv[1], extra, NULL)) {
         fprintf(stderr, "hub did not start (log: %s)\n", fleet.hub_log);
