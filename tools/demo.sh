@@ -175,7 +175,10 @@ for d in a b; do
     die "issue dev-$d"
   run "$E" enroll --state "$S" --cert "$WORK/dev-$d.crt" --ca "$CA" --root "$ROOT" \
     --hub "https://localhost:$PORT" || die "enroll dev-$d"
-  "$E" config --state "$S" 2>>"$LOG" | grep -qx "\[hub\] url = https://localhost:$PORT (file)" ||
+  # (read whole, then matched: under pipefail, grep -q closing the pipe early
+  # would fail the command that is still writing)
+  cfg=$("$E" config --state "$S" 2>>"$LOG") &&
+    grep -qx "\[hub\] url = https://localhost:$PORT (file)" <<<"$cfg" ||
     die "dev-$d: enroll did not configure the hub"
   # the demo's settings: the built-in training and gate defaults (rank 2,
   # all seven projections, lr 0.002, batch 32 of which 30 rows rehearse the

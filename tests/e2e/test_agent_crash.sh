@@ -35,7 +35,9 @@ nstarted() { grep -c "event=train.started" "$LOG"; }
 start_agent() { # start_agent [ENV=VALUE]: the agent, up once its socket answers
   env "$@" "$E" agent --stop-timeout 5 2>>"$LOG" &
   AGENT_PID=$!
-  wait_for '"$E" status --json 2>/dev/null | grep -q "\"running\": true"' ||
+  # the status is read whole before it is matched: with pipefail, grep -q
+  # closing the pipe early would fail `status` (SIGPIPE) while it writes
+  wait_for 'st=$("$E" status --json 2>/dev/null) && [[ $st == *"\"running\": true"* ]]' ||
     fail "agent did not come up"
 }
 
