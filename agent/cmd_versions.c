@@ -52,6 +52,23 @@ static int need_id(el_cli_state *c, const char *text, int64_t *id)
     return 0;
 }
 
+/* The command line of a command on one version ID (plus the flags ONFLAG
+ * takes): parse, --help, the ID. Returns -1 to go on with *ID set, or the
+ * exit status to return at once. */
+static int parse_id(el_cli_state *c, int argc, char **argv, const char *help, flag_fn onflag,
+                    void *ctx, int64_t *id)
+{
+    const char *pos[1] = {NULL};
+    if (parse(c, argc, argv, pos, 1, onflag, ctx) < 0)
+        return 1;
+    if (c->help) {
+        fputs(help, stdout);
+        return 0;
+    }
+    int rc = need_id(c, pos[0], id);
+    return rc ? rc : -1;
+}
+
 /* Prints version V (consumed; a version object as el_cli_state_version_json
  * makes it) after WHAT: the object for --json, with "via" added when VIA is
  * not NULL. Returns 0. */
@@ -151,16 +168,9 @@ static const char show_help[] =
 int el_cmd_show(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "show"};
-    const char *pos[1] = {NULL};
-    if (parse(&c, argc, argv, pos, 1, NULL, NULL) < 0)
-        return 1;
-    if (c.help) {
-        fputs(show_help, stdout);
-        return 0;
-    }
     int64_t id;
-    int rc = need_id(&c, pos[0], &id);
-    if (rc)
+    int rc = parse_id(&c, argc, argv, show_help, NULL, NULL, &id);
+    if (rc >= 0)
         return rc;
     el_store *s;
     if ((rc = el_cli_state_open(&c, 0, &s)))
@@ -195,16 +205,9 @@ static const char lineage_help[] =
 int el_cmd_lineage(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "lineage"};
-    const char *pos[1] = {NULL};
-    if (parse(&c, argc, argv, pos, 1, NULL, NULL) < 0)
-        return 1;
-    if (c.help) {
-        fputs(lineage_help, stdout);
-        return 0;
-    }
     int64_t id;
-    int rc = need_id(&c, pos[0], &id);
-    if (rc)
+    int rc = parse_id(&c, argc, argv, lineage_help, NULL, NULL, &id);
+    if (rc >= 0)
         return rc;
     el_store *s;
     if ((rc = el_cli_state_open(&c, 0, &s)))
@@ -261,16 +264,9 @@ static const char activate_help[] =
 int el_cmd_activate(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "activate"};
-    const char *pos[1] = {NULL};
-    if (parse(&c, argc, argv, pos, 1, NULL, NULL) < 0)
-        return 1;
-    if (c.help) {
-        fputs(activate_help, stdout);
-        return 0;
-    }
     int64_t id;
-    int rc = need_id(&c, pos[0], &id);
-    if (rc)
+    int rc = parse_id(&c, argc, argv, activate_help, NULL, NULL, &id);
+    if (rc >= 0)
         return rc;
     json_t *reply;
     int lock;
@@ -578,16 +574,10 @@ static int export_flag(void *ctx, int argc, char **argv, int *i)
 int el_cmd_export(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "export"};
-    const char *pos[1] = {NULL}, *dir = NULL;
-    if (parse(&c, argc, argv, pos, 1, export_flag, &dir) < 0)
-        return 1;
-    if (c.help) {
-        fputs(export_help, stdout);
-        return 0;
-    }
+    const char *dir = NULL;
     int64_t id;
-    int rc = need_id(&c, pos[0], &id);
-    if (rc)
+    int rc = parse_id(&c, argc, argv, export_help, export_flag, &dir, &id);
+    if (rc >= 0)
         return rc;
     if (!dir)
         return el_cli_usage(c.cmd, "--peft DIR is required", c.json);
