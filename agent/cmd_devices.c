@@ -59,6 +59,9 @@ static json_t *device_json(const el_vk_device_info *d, int chosen)
     json_object_set_new(o, "storage16", json_boolean(d->storage16));
     json_object_set_new(o, "int8", json_boolean(d->int8));
     json_object_set_new(o, "cooperative_matrix", json_boolean(d->coopmat));
+    json_object_set_new(o, "texel_buffer_vec4", json_boolean(d->texel_vec4));
+    json_object_set_new(o, "max_texel_buffer_elements",
+                        json_integer(d->limits.maxTexelBufferElements));
     json_object_set_new(o, "max_storage_buffer_range",
                         json_integer(d->limits.maxStorageBufferRange));
     json_object_set_new(o, "max_workgroup_invocations",
@@ -136,9 +139,10 @@ int el_cmd_devices(int argc, char **argv)
                    d->unified ? " (unified)" : "",
                    d->vk11 && d->compute_queue ? "" : ", NOT usable (needs 1.1 + compute)");
             printf("     subgroup %u (arithmetic %s, size control %s), fp16 %s, int8 %s, "
-                   "cooperative matrix %s\n", d->subgroup_size, yes(d->subgroup_arith),
-                   yes(d->subgroup_size_control), yes(d->fp16 && d->storage16), yes(d->int8),
-                   yes(d->coopmat));
+                   "cooperative matrix %s, vec4 texel buffers %s\n", d->subgroup_size,
+                   yes(d->subgroup_arith), yes(d->subgroup_size_control),
+                   yes(d->fp16 && d->storage16), yes(d->int8), yes(d->coopmat),
+                   yes(d->texel_vec4));
         }
         if (choice >= 0)
             printf("--backend vulkan uses device %d (*)\n", choice);

@@ -24,6 +24,12 @@
 // dimension: k for A in NT/NN and for B in NT, the rows for A in TN, the
 // columns for B in NN/TN. VEC4 = 0 reads scalars. Rows and columns past M
 // and N are clamped on load and skipped on store, so any shape works.
+//
+// TEXEL = 1 (with VEC4 = 1; the host bound A and B also as uniform texel
+// buffers, vulkan_impl.h note 8) reads the operands with texelFetch. On
+// llvmpipe that is one vector gather per vec4 instead of the storage
+// buffer's per-lane loop, which made 1024^3 about twice as fast
+// (docs/decisions.md 17). The storage declarations stay for TEXEL = 0.
 
 layout(constant_id = 0) const uint LX = 16;
 layout(constant_id = 1) const uint LY = 1;
@@ -32,12 +38,25 @@ layout(constant_id = 3) const uint TN = 8;
 layout(constant_id = 4) const uint LAYOUT = 0;
 layout(constant_id = 5) const uint VEC4 = 0;
 layout(constant_id = 6) const uint ROWS_ON_X = 0;
+layout(constant_id = 7) const uint TEXEL = 0;
 layout(local_size_x_id = 0, local_size_y_id = 1) in;
 
 #include "matmul.glsl"
 
 layout(set = 0, binding = 0) readonly buffer A4 { vec4 a4[]; };
 layout(set = 0, binding = 1) readonly buffer B4 { vec4 b4[]; };
+layout(set = 0, binding = 8) uniform samplerBuffer ta4;
+layout(set = 0, binding = 9) uniform samplerBuffer tb4;
+
+vec4 a4_at(uint i)
+{
+    return TEXEL != 0 ? texelFetch(ta4, int(i)) : a4[i];
+}
+
+vec4 b4_at(uint i)
+{
+    return TEXEL != 0 ? texelFetch(tb4, int(i)) : b4[i];
+}
 
 const uint TN4 = TN / 4;
 const uint TM4 = TM / 4;
@@ -67,14 +86,14 @@ void main()
         for (uint k4 = 0; k4 < sk; k4++) {
             vec4 av[TM];
             for (uint r = 0; r < TM; r++)
-                av[r] = a4[oa + ri[r] * sk + k4];
+                av[r] = a4_at(oa + ri[r] * sk + k4);
             if (LAYOUT == 0) {
                 // B[N,K] rows as vec4 over k: one dot product per element.
                 for (uint g = 0; g < TN4; g++) {
-                    vec4 b0 = b4[ob + cj[4 * g] * sk + k4];
-                    vec4 b1 = b4[ob + cj[4 * g + 1] * sk + k4];
-                    vec4 b2 = b4[ob + cj[4 * g + 2] * sk + k4];
-                    vec4 b3 = b4[ob + cj[4 * g + 3] * sk + k4];
+                    vec4 b0 = b4_at(ob + cj[4 * g] * sk + k4);
+                    vec4 b1 = b4_at(ob + cj[4 * g + 1] * sk + k4);
+                    vec4 b2 = b4_at(ob + cj[4 * g + 2] * sk + k4);
+                    vec4 b3 = b4_at(ob + cj[4 * g + 3] * sk + k4);
                     mat4 bm = mat4(b0, b1, b2, b3);   // column c = B row j0+4g+c
                     for (uint r = 0; r < TM; r++)
                         acc[r][g] += av[r] * bm;      // (row vector) . matrix
@@ -85,8 +104,8 @@ void main()
                 // the stack between them).
                 for (uint g = 0; g < TN4; g++) {
                     uint jb = ob + min(j0 + 4 * g, pc.N - 4) / 4 + 4 * k4 * sn;
-                    vec4 b0 = b4[jb], b1 = b4[jb + sn], b2 = b4[jb + 2 * sn];
-                    vec4 b3 = b4[jb + 3 * sn];
+                    vec4 b0 = b4_at(jb), b1 = b4_at(jb + sn), b2 = b4_at(jb + 2 * sn);
+                    vec4 b3 = b4_at(jb + 3 * sn);
                     for (uint r = 0; r < TM; r++) {
                         vec4 t = fma(vec4(av[r].x), b0, acc[r][g]);
                         t = fma(vec4(av[r].y), b1, t);
@@ -110,11 +129,11 @@ void main()
             vec4 bv[4][TN4 > 0 ? TN4 : 1];
             for (uint q = 0; q < 4; q++)
                 for (uint g = 0; g < TN4; g++)
-                    bv[q][g] = b4[cb[g] + (k + q) * sn];
+                    bv[q][g] = b4_at(cb[g] + (k + q) * sn);
             for (uint h = 0; h < TM4; h++) {
                 vec4 av[4];
                 for (uint q = 0; q < 4; q++)
-                    av[q] = a4[rb[h] + (k + q) * sm];
+                    av[q] = a4_at(rb[h] + (k + q) * sm);
                 for (uint c = 0; c < 4; c++)
                     for (uint g = 0; g < TN4; g++) {
                         vec4 t = fma(vec4(av[0][c]), bv[0][g], acc[4 * h + c][g]);
@@ -127,9 +146,9 @@ void main()
         for (; k < pc.K; k++) {
             vec4 bv[TN4 > 0 ? TN4 : 1];
             for (uint g = 0; g < TN4; g++)
-                bv[g] = b4[cb[g] + k * sn];
+                bv[g] = b4_at(cb[g] + k * sn);
             for (uint h = 0; h < TM4; h++) {
-                vec4 av = a4[rb[h] + k * sm];
+                vec4 av = a4_at(rb[h] + k * sm);
                 for (uint c = 0; c < 4; c++)
                     for (uint g = 0; g < TN4; g++)
                         acc[4 * h + c][g] = fma(vec4(av[c]), bv[g], acc[4 * h + c][g]);

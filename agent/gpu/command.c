@@ -44,6 +44,8 @@ struct el_vk_stream {
     el_vk_range *touched;
     uint32_t ntouched, touched_cap;
     uint32_t ndispatch;
+    VkBufferView *views;            /* texel views recorded since begin */
+    uint32_t nviews, views_cap;
     /* profiling */
     VkQueryPool query;
     uint32_t nqueries;
@@ -96,6 +98,14 @@ fail:
     return rc;
 }
 
+/* The views of the last recording; the stream has waited for it. */
+static void drop_views(el_vk_stream *s)
+{
+    for (uint32_t i = 0; i < s->nviews; i++)
+        s->d->vkDestroyBufferView(s->d->dev, s->views[i], NULL);
+    s->nviews = 0;
+}
+
 void el_vk_stream_destroy(el_vk_stream *s)
 {
     if (!s)
@@ -106,6 +116,8 @@ void el_vk_stream_destroy(el_vk_stream *s)
     for (uint32_t i = 0; i < s->npools; i++)
         d->vkDestroyDescriptorPool(d->dev, s->pools[i], NULL);
     el_free(s->pools);
+    drop_views(s);
+    el_free(s->views);
     el_free(s->touched);
     el_free(s->query_shader);
     el_free(s->prof);
@@ -139,6 +151,7 @@ int el_vk_stream_begin(el_vk_stream *s, el_error *err)
         return rc;
     for (uint32_t i = 0; i < s->npools; i++)
         EL_VK(d->vkResetDescriptorPool(d->dev, s->pools[i], 0));
+    drop_views(s);
     s->cur_pool = 0;
     s->sets_in_cur = 0;
     s->ntouched = 0;
@@ -188,15 +201,15 @@ static int alloc_set(el_vk_stream *s, VkDescriptorSet *out, el_error *err)
             s->pools = p;
             s->pool_cap = cap;
         }
-        VkDescriptorPoolSize size = {
-            .type = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
-            .descriptorCount = SETS_PER_POOL * EL_VK_BINDINGS,
+        VkDescriptorPoolSize sizes[2] = {
+            {VK_DESCRIPTOR_TYPE_STORAGE_BUFFER, SETS_PER_POOL * EL_VK_BINDINGS},
+            {VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER, SETS_PER_POOL * EL_VK_TEXELS},
         };
         VkDescriptorPoolCreateInfo dpi = {
             .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_POOL_CREATE_INFO,
             .maxSets = SETS_PER_POOL,
-            .poolSizeCount = 1,
-            .pPoolSizes = &size,
+            .poolSizeCount = d->texel_align ? 2 : 1,
+            .pPoolSizes = sizes,
         };
         EL_VK(d->vkCreateDescriptorPool(d->dev, &dpi, NULL, &s->pools[s->npools]));
         s->npools++;
@@ -257,11 +270,42 @@ int el_vk_stream_dispatch(el_vk_stream *s, const el_vk_pipeline *pipe,
     memcpy(&s->touched[s->ntouched], ranges, nranges * sizeof *ranges);
     s->ntouched += nranges;
 
+    VkBufferView texels[EL_VK_TEXELS];
+    uint32_t ntexels = d->texel_align ? EL_VK_TEXELS : 0;
+    for (uint32_t i = 0; i < ntexels; i++) {
+        texels[i] = el_vk_heap_null_texel(d->heap);
+        if (i >= nranges || !ranges[i].texel)
+            continue;
+        /* whole texels, at most maxTexelBufferElements of them */
+        VkDeviceSize bytes = ranges[i].size / 16 * 16;
+        VkDeviceSize max = 16 * (VkDeviceSize)d->info.limits.maxTexelBufferElements;
+        if (ranges[i].written || ranges[i].offset % d->texel_align || bytes == 0 || bytes > max)
+            return el_error_set(err, EL_EINTERNAL, "dispatch of %s: range %u cannot be a "
+                                "texel buffer", pipe->shader, i);
+        if (s->nviews == s->views_cap) {
+            uint32_t cap = s->views_cap ? 2 * s->views_cap : 16;
+            VkBufferView *v = el_realloc(s->views, cap * sizeof *v);
+            if (!v)
+                return el_error_set(err, EL_ENOMEM, "out of memory for texel views");
+            s->views = v;
+            s->views_cap = cap;
+        }
+        VkBufferViewCreateInfo vi = {
+            .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+            .buffer = ranges[i].buffer,
+            .format = VK_FORMAT_R32G32B32A32_SFLOAT,
+            .offset = ranges[i].offset,
+            .range = bytes,
+        };
+        EL_VK(d->vkCreateBufferView(d->dev, &vi, NULL, &s->views[s->nviews]));
+        texels[i] = s->views[s->nviews++];
+    }
+
     VkDescriptorSet set;
     if ((rc = alloc_set(s, &set, err)) != 0)
         return rc;
     VkDescriptorBufferInfo infos[EL_VK_BINDINGS];
-    VkWriteDescriptorSet writes[EL_VK_BINDINGS];
+    VkWriteDescriptorSet writes[EL_VK_BINDINGS + EL_VK_TEXELS];
     for (uint32_t i = 0; i < EL_VK_BINDINGS; i++) {
         /* Bindings the shader does not declare still get a valid buffer:
          * the shared layout has EL_VK_BINDINGS of them. */
@@ -278,7 +322,18 @@ int el_vk_stream_dispatch(el_vk_stream *s, const el_vk_pipeline *pipe,
         };
         writes[i] = w;
     }
-    d->vkUpdateDescriptorSets(d->dev, EL_VK_BINDINGS, writes, 0, NULL);
+    for (uint32_t i = 0; i < ntexels; i++) {
+        VkWriteDescriptorSet w = {
+            .sType = VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET,
+            .dstSet = set,
+            .dstBinding = EL_VK_BINDINGS + i,
+            .descriptorCount = 1,
+            .descriptorType = VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,
+            .pTexelBufferView = &texels[i],
+        };
+        writes[EL_VK_BINDINGS + i] = w;
+    }
+    d->vkUpdateDescriptorSets(d->dev, EL_VK_BINDINGS + ntexels, writes, 0, NULL);
     VkPipelineLayout layout = el_vk_pipes_layout(d->pipes);
     d->vkCmdBindPipeline(s->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipe->pipeline);
     d->vkCmdBindDescriptorSets(s->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, layout, 0, 1, &set, 0,
@@ -293,6 +348,8 @@ int el_vk_stream_dispatch(el_vk_stream *s, const el_vk_pipeline *pipe,
         s->query_shader[s->nqueries++] = pipe->shader;
     }
     return 0;
+fail:
+    return rc;
 }
 
 int el_vk_stream_end(el_vk_stream *s, el_error *err)

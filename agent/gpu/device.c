@@ -386,6 +386,10 @@ static int describe(el_vk_instance *inst, VkPhysicalDevice phys, uint32_t index,
     info->storage16 = s16.storageBuffer16BitAccess != 0;
     info->fp16 = f16i8 && f16.shaderFloat16;
     info->int8 = f16i8 && f16.shaderInt8;
+
+    VkFormatProperties fp;
+    inst->vkGetPhysicalDeviceFormatProperties(phys, VK_FORMAT_R32G32B32A32_SFLOAT, &fp);
+    info->texel_vec4 = (fp.bufferFeatures & VK_FORMAT_FEATURE_UNIFORM_TEXEL_BUFFER_BIT) != 0;
     return 0;
 }
 
@@ -469,7 +473,7 @@ int el_vk_choose_device(const el_vk_device_info *infos, uint32_t count,
     return best;
 }
 
-/* Reads $NAME as a byte count; returns 0 when unset or invalid. */
+/* Reads $NAME as a count (bytes, texels); returns 0 when unset or invalid. */
 static uint64_t env_bytes(const char *name)
 {
     const char *v = getenv(name);
@@ -479,7 +483,7 @@ static uint64_t env_bytes(const char *name)
     errno = 0;
     unsigned long long x = strtoull(v, &end, 10);
     if (errno || *end) {
-        el_log_warn("%s=\"%s\" is not a byte count; ignored", name, v);
+        el_log_warn("%s=\"%s\" is not a whole number; ignored", name, v);
         return 0;
     }
     return x;
@@ -525,9 +529,24 @@ int el_vk_device_create(int requested, const char *cache_dir,
         d->info.fp16 = d->info.storage16 = 0;
     if (env_flag("EDGELOOP_VK_DISABLE_SUBGROUP"))
         d->info.subgroup_arith = d->info.subgroup_size_control = 0;
+    /* The layout keeps its texel bindings (shaders declare them); the
+     * switch only stops their use. */
+    int texel_format = d->info.texel_vec4;
+    if (env_flag("EDGELOOP_VK_DISABLE_TEXEL"))
+        d->info.texel_vec4 = 0;
+    /* a small maxTexelBufferElements (64 Ki on some mobile GPUs), forced */
+    uint64_t texels = env_bytes("EDGELOOP_VK_MAX_TEXELS");
+    if (texels && texels < d->info.limits.maxTexelBufferElements)
+        d->info.limits.maxTexelBufferElements = (uint32_t)texels;
     d->align = d->info.limits.minStorageBufferOffsetAlignment;
     if (d->align < 16)
         d->align = 16;
+    /* Both are powers of two: the larger is a multiple of the other. */
+    d->texel_align = 0;
+    if (texel_format)
+        d->texel_align = d->info.limits.minTexelBufferOffsetAlignment > d->align
+                             ? d->info.limits.minTexelBufferOffsetAlignment
+                             : d->align;
     d->max_binding = d->info.limits.maxStorageBufferRange;
     uint64_t forced = env_bytes("EDGELOOP_VK_MAX_BINDING");
     if (forced && forced < d->max_binding)

@@ -52,6 +52,10 @@ struct el_vk_heap {
     VkCommandPool pool;
     VkCommandBuffer cmd;
     VkFence fence;
+    /* fills the texel bindings a dispatch does not use (vk.h note 5) */
+    VkBuffer null_buf;
+    VkDeviceMemory null_mem;
+    VkBufferView null_view;
 };
 
 /* Index of a memory type allowed by BITS having all of WANT, or -1. */
@@ -116,9 +120,15 @@ fail:
     return rc;
 }
 
-static const VkBufferUsageFlags tensor_usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
-                                               VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
-                                               VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+/* Tensor blocks may also be read as texel buffers (vk.h design note 5). */
+static VkBufferUsageFlags tensor_usage(const el_vk_device *d)
+{
+    VkBufferUsageFlags u = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT |
+                           VK_BUFFER_USAGE_TRANSFER_SRC_BIT | VK_BUFFER_USAGE_TRANSFER_DST_BIT;
+    if (d->texel_align)
+        u |= VK_BUFFER_USAGE_UNIFORM_TEXEL_BUFFER_BIT;
+    return u;
+}
 
 int el_vk_heap_create(el_vk_device *d, el_vk_heap **out, el_error *err)
 {
@@ -129,7 +139,7 @@ int el_vk_heap_create(el_vk_device *d, el_vk_heap **out, el_error *err)
     if (!h)
         return el_error_set(err, EL_ENOMEM, "out of memory for the Vulkan heap");
     h->d = d;
-    VkBufferCreateInfo bci = buffer_info(BLOCK_BYTES, tensor_usage);
+    VkBufferCreateInfo bci = buffer_info(BLOCK_BYTES, tensor_usage(d));
     EL_VK(d->vkCreateBuffer(d->dev, &bci, NULL, &probe));
     VkMemoryRequirements req;
     d->vkGetBufferMemoryRequirements(d->dev, probe, &req);
@@ -188,6 +198,21 @@ int el_vk_heap_create(el_vk_device *d, el_vk_heap **out, el_error *err)
         if (rc)
             goto fail;
     }
+    if (d->texel_align) {
+        uint8_t *map = NULL;
+        rc = make_buffer(d, 256, tensor_usage(d), h->type, h->mapped, &h->null_buf,
+                         &h->null_mem, &map, err);
+        if (rc)
+            goto fail;
+        VkBufferViewCreateInfo vi = {
+            .sType = VK_STRUCTURE_TYPE_BUFFER_VIEW_CREATE_INFO,
+            .buffer = h->null_buf,
+            .format = VK_FORMAT_R32G32B32A32_SFLOAT,
+            .offset = 0,
+            .range = 16,
+        };
+        EL_VK(d->vkCreateBufferView(d->dev, &vi, NULL, &h->null_view));
+    }
     *out = h;
     return 0;
 fail:
@@ -220,6 +245,12 @@ void el_vk_heap_destroy(el_vk_heap *h)
         d->vkDestroyBuffer(d->dev, h->staging, NULL);
     if (h->staging_mem)
         d->vkFreeMemory(d->dev, h->staging_mem, NULL);
+    if (h->null_view)
+        d->vkDestroyBufferView(d->dev, h->null_view, NULL);
+    if (h->null_buf)
+        d->vkDestroyBuffer(d->dev, h->null_buf, NULL);
+    if (h->null_mem)
+        d->vkFreeMemory(d->dev, h->null_mem, NULL);
     if (h->fence)
         d->vkDestroyFence(d->dev, h->fence, NULL);
     if (h->pool)
@@ -230,6 +261,11 @@ void el_vk_heap_destroy(el_vk_heap *h)
 uint32_t el_vk_heap_blocks(const el_vk_heap *h)
 {
     return h->nblocks;
+}
+
+VkBufferView el_vk_heap_null_texel(const el_vk_heap *h)
+{
+    return h->null_view;
 }
 
 /* Inserts span S at position I of B's free list. Returns 0 or EL_ENOMEM. */
@@ -255,7 +291,7 @@ static int block_create(el_vk_heap *h, VkDeviceSize size, block **out, el_error 
     if (!b)
         return el_error_set(err, EL_ENOMEM, "out of memory for a Vulkan block");
     b->size = size;
-    int rc = make_buffer(h->d, size, tensor_usage, h->type, h->mapped, &b->buffer, &b->mem,
+    int rc = make_buffer(h->d, size, tensor_usage(h->d), h->type, h->mapped, &b->buffer, &b->mem,
                          &b->map, err);
     if (rc) {
         el_free(b);

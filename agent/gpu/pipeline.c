@@ -136,11 +136,13 @@ int el_vk_pipes_create(el_vk_device *d, const char *cache_dir,
     p->d = d;
     p->stats.feedback = d->info.creation_feedback;
 
-    VkDescriptorSetLayoutBinding bindings[EL_VK_BINDINGS];
-    for (uint32_t i = 0; i < EL_VK_BINDINGS; i++) {
+    VkDescriptorSetLayoutBinding bindings[EL_VK_BINDINGS + EL_VK_TEXELS];
+    uint32_t nbind = EL_VK_BINDINGS + (d->texel_align ? EL_VK_TEXELS : 0);
+    for (uint32_t i = 0; i < nbind; i++) {
         VkDescriptorSetLayoutBinding b = {
             .binding = i,
-            .descriptorType = VK_DESCRIPTOR_TYPE_STORAGE_BUFFER,
+            .descriptorType = i < EL_VK_BINDINGS ? VK_DESCRIPTOR_TYPE_STORAGE_BUFFER
+                                                 : VK_DESCRIPTOR_TYPE_UNIFORM_TEXEL_BUFFER,
             .descriptorCount = 1,
             .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT,
         };
@@ -148,7 +150,7 @@ int el_vk_pipes_create(el_vk_device *d, const char *cache_dir,
     }
     VkDescriptorSetLayoutCreateInfo dli = {
         .sType = VK_STRUCTURE_TYPE_DESCRIPTOR_SET_LAYOUT_CREATE_INFO,
-        .bindingCount = EL_VK_BINDINGS,
+        .bindingCount = nbind,
         .pBindings = bindings,
     };
     EL_VK(d->vkCreateDescriptorSetLayout(d->dev, &dli, NULL, &p->set_layout));

@@ -11,7 +11,15 @@
  *  2. Vulkan 1.1 core is the only requirement. Optional features are
  *     detected into el_vk_device_info and may be forced off by environment
  *     switches (EDGELOOP_VK_DISABLE_FP16, EDGELOOP_VK_DISABLE_SUBGROUP,
- *     EDGELOOP_VK_MAX_BINDING=bytes) so every fallback runs on lavapipe too.
+ *     EDGELOOP_VK_DISABLE_TEXEL, EDGELOOP_VK_MAX_BINDING=bytes) so every
+ *     fallback runs on lavapipe too.
+ *  5. Besides EL_VK_BINDINGS storage buffers, the shared descriptor layout
+ *     has EL_VK_TEXELS uniform texel buffers (vec4 of fp32) when the device
+ *     supports them: binding EL_VK_BINDINGS + i reads the range of binding i
+ *     through the texture path. On llvmpipe a texel fetch is a vector
+ *     gather, while a storage-buffer load is a per-lane loop with a branch
+ *     per component, so the register-blocked matmul reads its operands
+ *     there (docs/decisions.md 17).
  *  3. With $EDGELOOP_VK_VALIDATION=1 the Khronos validation layer is enabled
  *     and a debug messenger counts (and prints) every warning and error; the
  *     count is a failure for the tests.
@@ -35,6 +43,7 @@
     X(vkGetPhysicalDeviceProperties) X(vkGetPhysicalDeviceProperties2) \
     X(vkGetPhysicalDeviceFeatures2) X(vkGetPhysicalDeviceMemoryProperties) \
     X(vkGetPhysicalDeviceQueueFamilyProperties) \
+    X(vkGetPhysicalDeviceFormatProperties) \
     X(vkEnumerateDeviceExtensionProperties) X(vkCreateDevice) \
     X(vkGetDeviceProcAddr)
 
@@ -44,6 +53,7 @@
     X(vkAllocateMemory) X(vkFreeMemory) X(vkBindBufferMemory) \
     X(vkMapMemory) X(vkUnmapMemory) \
     X(vkCreateShaderModule) X(vkDestroyShaderModule) \
+    X(vkCreateBufferView) X(vkDestroyBufferView) \
     X(vkCreateDescriptorSetLayout) X(vkDestroyDescriptorSetLayout) \
     X(vkCreatePipelineLayout) X(vkDestroyPipelineLayout) \
     X(vkCreatePipelineCache) X(vkDestroyPipelineCache) \
@@ -122,6 +132,8 @@ typedef struct el_vk_device_info {
     int int8;                           /* shaderInt8 */
     int coopmat;                        /* VK_KHR/NV_cooperative_matrix */
     int creation_feedback;              /* VK_EXT_pipeline_creation_feedback */
+    int texel_vec4;                     /* uniform texel buffers of
+                                           R32G32B32A32_SFLOAT */
     VkPhysicalDeviceLimits limits;
 } el_vk_device_info;
 
@@ -156,6 +168,12 @@ typedef struct el_vk_device {
     float timestamp_period;         /* ns per tick */
     VkDeviceSize max_binding;       /* bytes one descriptor may cover */
     VkDeviceSize align;             /* storage buffer offset alignment */
+    VkDeviceSize texel_align;       /* texel buffer offset alignment, a
+                                       multiple of align (0 = no texel
+                                       bindings, design note 5: Vulkan
+                                       requires the format, so only in
+                                       theory); info.texel_vec4 says
+                                       whether to use them */
     int staging;                    /* transfers go through staging */
     uint32_t submits;               /* queue submissions so far */
     el_vk_heap *heap;               /* memory.c */
@@ -197,10 +215,14 @@ int el_vk_download(el_vk_heap *h, const el_vk_alloc *a, VkDeviceSize offset,
                    void *dst, size_t bytes, el_error *err);
 /* Number of VkDeviceMemory blocks allocated (sub-allocation evidence). */
 uint32_t el_vk_heap_blocks(const el_vk_heap *h);
+/* A 16-byte texel view for texel bindings a dispatch leaves unused
+ * (VK_NULL_HANDLE when the device has no texel bindings). */
+VkBufferView el_vk_heap_null_texel(const el_vk_heap *h);
 
 /* ---- pipelines (pipeline.c) ---- */
 
 #define EL_VK_BINDINGS 8
+#define EL_VK_TEXELS 2
 #define EL_VK_PUSH_BYTES 128
 #define EL_VK_SPECS 8
 
@@ -241,11 +263,14 @@ int el_vk_cache_path(const el_vk_device *d, const char *cache_dir, char *out,
 
 /* ---- command streams (command.c) ---- */
 
-/* A bound range of a buffer for one descriptor. */
+/* A bound range of a buffer for one descriptor. TEXEL (i < EL_VK_TEXELS,
+ * not written, OFFSET a multiple of texel_align) also binds it as a vec4
+ * texel buffer at binding EL_VK_BINDINGS + i (design note 5). */
 typedef struct el_vk_range {
     VkBuffer buffer;
     VkDeviceSize offset, size;
     int written;
+    int texel;
 } el_vk_range;
 
 typedef struct el_vk_stream el_vk_stream;

@@ -32,6 +32,8 @@
 #include "base/log.h"
 #include "gpu/vk.h"
 
+_Static_assert(EL_VK_MAX_VIEWS == EL_VK_BINDINGS, "texel bindings follow the views");
+
 #define REDUCE_GROUPS_MAX 1024
 
 enum { IMMEDIATE, RECORD, CHECK };
@@ -51,6 +53,7 @@ typedef struct vk_backend {
     el_vk_stream *imm;
     int profile;
     int tiled;              /* matmul variant */
+    uint32_t texel_dispatches;
     int mode;
     graph *graphs;
     graph *cur;             /* RECORD / CHECK */
@@ -125,8 +128,14 @@ int el_vk_dispatch(el_backend *be, const el_vk_kernel *k, const el_view *views,
             return el_error_set(err, EL_EINTERNAL, "dispatch of %s: view %u is invalid",
                                 k->shader, i);
         const el_vk_alloc *a = alloc_of(v->t);
+        int texel = i < EL_VK_TEXELS && ((k->texel_mask >> i) & 1);
+        if (texel && (!b->caps.max_texel_elems || ((write_mask >> i) & 1) || v->off % 4 ||
+                      v->n % 4 || v->n > b->caps.max_texel_elems))
+            return el_error_set(err, EL_EINTERNAL, "dispatch of %s: view %u cannot be read "
+                                "as a texel buffer", k->shader, i);
+        VkDeviceSize align = texel ? d->texel_align : d->align;
         VkDeviceSize start = a->offset + 4 * (VkDeviceSize)v->off;
-        VkDeviceSize bound = start / d->align * d->align;
+        VkDeviceSize bound = start / align * align;
         VkDeviceSize end = start + 4 * (VkDeviceSize)(v->n ? v->n : 1);
         if (end - bound > d->max_binding)
             return el_error_set(err, EL_EUNAVAIL,
@@ -137,6 +146,7 @@ int el_vk_dispatch(el_backend *be, const el_vk_kernel *k, const el_view *views,
         ranges[i].offset = bound;
         ranges[i].size = end - bound;
         ranges[i].written = (write_mask >> i) & 1;
+        ranges[i].texel = texel;
         block[i] = (uint32_t)((start - bound) / 4);
     }
     if (push_size)
@@ -150,7 +160,8 @@ int el_vk_dispatch(el_backend *be, const el_vk_kernel *k, const el_view *views,
         h = fnv(h, k->spec, k->nspec * sizeof k->spec[0]);
         for (uint32_t i = 0; i < nviews; i++) {
             uint64_t fields[4] = {(uint64_t)(uintptr_t)ranges[i].buffer, ranges[i].offset,
-                                  ranges[i].size, (uint64_t)ranges[i].written};
+                                  ranges[i].size,
+                                  (uint64_t)ranges[i].written | (uint64_t)ranges[i].texel << 1};
             h = fnv(h, fields, sizeof fields);
         }
         h = fnv(h, block, block_size);
@@ -189,6 +200,8 @@ int el_vk_dispatch(el_backend *be, const el_vk_kernel *k, const el_view *views,
     if (rc == 0)
         rc = el_vk_stream_dispatch(b->mode == RECORD ? b->cur->stream : b->imm, pipe, ranges,
                                    nviews, block, block_size, gx, gy, gz, err);
+    if (rc == 0 && k->texel_mask)
+        b->texel_dispatches++;
     if (rc && b->mode == RECORD)
         b->cur_failed = 1;
     return rc;
@@ -219,6 +232,7 @@ void el_vk_backend_stats(el_backend *be, el_vk_stats *out)
     out->staging = b->d->staging;
     out->memory_blocks = el_vk_heap_blocks(b->d->heap);
     out->matmul = b->tiled ? "tiled" : "regblock";
+    out->texel_dispatches = b->texel_dispatches;
 }
 
 /* ---- backend ops: lifecycle, tensors, transfers ---- */
@@ -443,7 +457,7 @@ static int vk_fill(el_backend *be, el_view x, float value, el_error *err)
         memcpy(&bits, &value, 4);
     }
     uint32_t local = local_1d(b);
-    el_vk_kernel k = {"fill", 1, {local}};
+    el_vk_kernel k = {"fill", 1, {local}, 0};
     for (size_t off = 0; off < x.n; off += chunk_of(b)) {
         size_t n = x.n - off < chunk_of(b) ? x.n - off : chunk_of(b);
         el_view v = sub(x, off, n);
@@ -460,7 +474,7 @@ static int vk_copy(el_backend *be, el_view dst, el_view src, el_error *err)
 {
     vk_backend *b = vkb(be);
     uint32_t local = local_1d(b);
-    el_vk_kernel k = {"copy", 1, {local}};
+    el_vk_kernel k = {"copy", 1, {local}, 0};
     for (size_t off = 0; off < src.n; off += chunk_of(b)) {
         size_t n = src.n - off < chunk_of(b) ? src.n - off : chunk_of(b);
         el_view v[2] = {sub(dst, off, n), sub(src, off, n)};
@@ -478,7 +492,7 @@ static int vk_axpby(el_backend *be, float alpha, el_view x, float beta, el_view 
 {
     vk_backend *b = vkb(be);
     uint32_t local = local_1d(b);
-    el_vk_kernel k = {"axpby", 1, {local}};
+    el_vk_kernel k = {"axpby", 1, {local}, 0};
     for (size_t off = 0; off < x.n; off += chunk_of(b)) {
         size_t n = x.n - off < chunk_of(b) ? x.n - off : chunk_of(b);
         el_view v[2] = {sub(x, off, n), sub(y, off, n)};
@@ -495,7 +509,7 @@ static int vk_add(el_backend *be, el_view a, el_view bv, el_view c, el_error *er
 {
     vk_backend *b = vkb(be);
     uint32_t local = local_1d(b);
-    el_vk_kernel k = {"add", 1, {local}};
+    el_vk_kernel k = {"add", 1, {local}, 0};
     for (size_t off = 0; off < a.n; off += chunk_of(b)) {
         size_t n = a.n - off < chunk_of(b) ? a.n - off : chunk_of(b);
         el_view v[3] = {sub(a, off, n), sub(bv, off, n), sub(c, off, n)};
@@ -521,14 +535,14 @@ static int vk_reduce(el_backend *be, el_reduce_op op, el_view x, el_view out,
         uint32_t groups = el_vk_div_up(n, 4 * local);
         if (groups > REDUCE_GROUPS_MAX)
             groups = REDUCE_GROUPS_MAX;
-        el_vk_kernel k0 = {shader, 3, {local, (uint32_t)op, 0}};
+        el_vk_kernel k0 = {shader, 3, {local, (uint32_t)op, 0}, 0};
         el_view v0[2] = {sub(x, off, n), partial};
         uint32_t push0[2] = {(uint32_t)n, 0};
         int rc = el_vk_dispatch(be, &k0, v0, 2, 2, push0, sizeof push0, groups, 1, 1, err);
         if (rc)
             return rc;
         uint32_t op1 = op == EL_REDUCE_SUMSQ ? EL_REDUCE_SUM : (uint32_t)op;
-        el_vk_kernel k1 = {shader, 3, {local, op1, 1}};
+        el_vk_kernel k1 = {shader, 3, {local, op1, 1}, 0};
         el_view v1[2] = {sub(partial, 0, groups), out1};
         uint32_t push1[2] = {groups, (accumulate || off > 0) ? 1u : 0u};
         rc = el_vk_dispatch(be, &k1, v1, 2, 2, push1, sizeof push1, 1, 1, 1, err);
@@ -596,7 +610,7 @@ static int matmul_dispatch(vk_backend *b, el_matmul_layout layout, int M, int N,
         uint32_t tm = 4, tn = 4, bk = 16;
         while (bk > 4 && bk * side * (tm + tn) * 4 > b->caps.max_shared_bytes)
             bk /= 2;
-        el_vk_kernel t = {"matmul_tiled", 6, {side, side, tm, tn, (uint32_t)layout, bk}};
+        el_vk_kernel t = {"matmul_tiled", 6, {side, side, tm, tn, (uint32_t)layout, bk}, 0};
         k = t;
         gx = el_vk_div_up((size_t)N, side * tn);
         gy = el_vk_div_up((size_t)M, side * tm);
@@ -609,10 +623,16 @@ static int matmul_dispatch(vk_backend *b, el_matmul_layout layout, int M, int N,
         int vec4 = aligned && (layout == EL_MM_NT ? K % 4 == 0
                                : layout == EL_MM_NN ? K % 4 == 0 && N % 4 == 0
                                                     : M % 4 == 0 && N % 4 == 0);
+        /* ... and through the texture path where the device has one
+         * (vulkan_impl.h note 8). */
+        size_t maxt = b->caps.max_texel_elems;
+        int texel = vec4 && maxt && A.n % 4 == 0 && B.n % 4 == 0 && A.n <= maxt &&
+                    B.n <= maxt;
         regblock_shape s = regblock_shape_of(M, N, K);
-        el_vk_kernel r = {"matmul_regblock", 7,
+        el_vk_kernel r = {"matmul_regblock", 8,
                           {s.lx, s.ly, s.tm, s.tn, (uint32_t)layout, (uint32_t)vec4,
-                           s.rows_on_x}};
+                           s.rows_on_x, (uint32_t)texel},
+                          texel ? 3u : 0u};
         k = r;
         uint32_t groups_n = el_vk_div_up((size_t)N, (s.rows_on_x ? s.ly : s.lx) * s.tn);
         uint32_t groups_m = el_vk_div_up((size_t)M, (s.rows_on_x ? s.lx : s.ly) * s.tm);
@@ -712,6 +732,14 @@ int el_nn_vulkan_create(const el_backend_options *opts, el_backend **out,
     b->caps.fp16 = d->info.fp16 && d->info.storage16;
     b->caps.is_cpu = !el_vk_type_is_gpu(d->info.type);
     b->caps.max_view_elems = (size_t)((d->max_binding - d->align) / 4);
+    if (d->texel_align && d->info.texel_vec4) {
+        /* the view starts up to texel_align early; whole vec4 texels */
+        size_t texels = d->info.limits.maxTexelBufferElements;
+        size_t slack = (size_t)(d->texel_align / 4);
+        size_t elems = 4 * texels > slack ? 4 * texels - slack : 0;
+        b->caps.max_texel_elems = elems < b->caps.max_view_elems ? elems : b->caps.max_view_elems;
+        b->caps.max_texel_elems -= b->caps.max_texel_elems % 4;
+    }
     const char *mm = getenv("EDGELOOP_VK_MATMUL");
     if (mm && !strcmp(mm, "tiled"))
         b->tiled = 1;

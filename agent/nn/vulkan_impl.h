@@ -29,6 +29,15 @@
  *     (maxStorageBufferRange or $EDGELOOP_VK_MAX_BINDING); el_vk_dispatch
  *     fails with EL_EUNAVAIL then, so ops split such views themselves (the
  *     elementwise ops and matmul in vulkan.c do).
+ *  8. A kernel's TEXEL_MASK bit i (i < EL_VK_TEXELS) also binds view i as a
+ *     uniform texel buffer of vec4 at binding EL_VK_MAX_VIEWS + i (declare
+ *     it `uniform samplerBuffer`, read it with texelFetch at the view's
+ *     offset / 4), for devices where caps.max_texel_elems is not 0. The
+ *     view must be read-only, its offset and length multiples of 4 and its
+ *     length at most caps.max_texel_elems. Both bindings start at the same
+ *     place, so the offset in the push block serves both. On llvmpipe a
+ *     texel fetch is a vector gather, a storage load a per-lane loop
+ *     (docs/decisions.md 17).
  *  7. Inside el_nn_graph_begin/end the dispatch is hashed (shader, spec,
  *     views' physical ranges, push bytes, group counts) for the replay check
  *     of backend.h invariant 4; an op must issue every dispatch through
@@ -52,6 +61,7 @@ typedef struct el_vk_kernel {
     const char *shader;   /* name in the embedded shader table ("fill") */
     uint32_t nspec;
     uint32_t spec[EL_VK_MAX_SPEC];
+    uint32_t texel_mask;  /* views also bound as texel buffers (note 8) */
 } el_vk_kernel;
 
 /* What the device allows, read from its limits and features (after the
@@ -66,6 +76,8 @@ typedef struct el_vk_caps {
     int fp16;                     /* shaderFloat16 + 16-bit storage */
     int is_cpu;                   /* a software rasterizer (lavapipe) */
     size_t max_view_elems;        /* largest view one binding can hold */
+    size_t max_texel_elems;       /* largest texel view in floats (0 =
+                                     no texel bindings, note 8) */
 } el_vk_caps;
 
 /* Counters for tests and --profile. */
@@ -85,6 +97,7 @@ typedef struct el_vk_stats {
     int staging;                  /* 1 when transfers go through staging */
     uint32_t memory_blocks;       /* VkDeviceMemory blocks tensors share */
     const char *matmul;           /* "regblock" or "tiled" */
+    uint32_t texel_dispatches;    /* dispatches that bound a texel view */
 } el_vk_stats;
 
 /* Issues one dispatch of K over VIEWS (binding i = VIEWS[i]) with PUSH

@@ -139,6 +139,56 @@ static void all_shapes(const char *variant)
     vkt_destroy(be);
 }
 
+/* The register-blocked variant's vec4 paths read A and B as texel buffers
+ * where the device has them (lavapipe does): counted in texel_dispatches.
+ * With EDGELOOP_VK_DISABLE_TEXEL they read storage buffers, and with a small
+ * EDGELOOP_VK_MAX_TEXELS an operand too large for a texel view does too,
+ * while a small one in the same process still goes through the texture
+ * path; the results are checked either way. */
+static const shape vec4_shapes[] = {{9, 12, 20}, {64, 64, 64}, {68, 8, 12}, {260, 16, 36}};
+
+static uint32_t texel_dispatches(el_backend *be)
+{
+    el_vk_stats st;
+    el_vk_backend_stats(be, &st);
+    return st.texel_dispatches;
+}
+
+static void texel_paths(void)
+{
+    setenv("EDGELOOP_VK_MATMUL", "regblock", 1);
+    el_backend *be = vkt_create(0);
+    CHECK(el_vk_backend_caps(be)->max_texel_elems >= 1024);
+    run_at(be, EL_MM_NN, vec4_shapes[1], 1.0f, 0.0f, "texel", 4, 8, 1);
+    CHECK(texel_dispatches(be) == 1);
+    run_at(be, EL_MM_NN, vec4_shapes[1], 1.0f, 0.0f, "texel", 3, 5, 7);   /* scalar path */
+    CHECK(texel_dispatches(be) == 1);
+    vkt_destroy(be);
+
+    setenv("EDGELOOP_VK_DISABLE_TEXEL", "1", 1);
+    be = vkt_create(0);
+    CHECK(el_vk_backend_caps(be)->max_texel_elems == 0);
+    for (int l = 0; l < 3; l++) {
+        for (size_t s = 0; s < sizeof vec4_shapes / sizeof vec4_shapes[0]; s++)
+            run_at(be, (el_matmul_layout)l, vec4_shapes[s], 0.5f, 0.25f, "no-texel", 4, 8, 1);
+        run_at(be, (el_matmul_layout)l, big_shape, 0.5f, 0.25f, "no-texel", 4, 8, 1);
+    }
+    CHECK(texel_dispatches(be) == 0);
+    vkt_destroy(be);
+    unsetenv("EDGELOOP_VK_DISABLE_TEXEL");
+
+    setenv("EDGELOOP_VK_MAX_TEXELS", "256", 1);   /* 1024 floats, less the alignment */
+    be = vkt_create(0);
+    size_t maxt = el_vk_backend_caps(be)->max_texel_elems;
+    CHECK(maxt > 0 && maxt <= 1024);
+    run_at(be, EL_MM_NT, vec4_shapes[1], 1.0f, 0.5f, "max-texels", 4, 8, 1);   /* 4096 */
+    CHECK(texel_dispatches(be) == 0);
+    run_at(be, EL_MM_NT, vec4_shapes[0], 1.0f, 0.5f, "max-texels", 4, 8, 1);   /* 180, 240 */
+    CHECK(texel_dispatches(be) == 1);
+    vkt_destroy(be);
+    unsetenv("EDGELOOP_VK_MAX_TEXELS");
+}
+
 /* Operands larger than one binding: NT and NN split M; TN refuses an A or C
  * that does not fit with EL_EUNAVAIL rather than computing garbage. */
 static void split_bindings(void)
@@ -151,6 +201,12 @@ static void split_bindings(void)
     shape s = {300, 7, 9};   /* A and C need several bindings, B fits */
     run(be, EL_MM_NT, s, 1.0f, 0.5f, "split");
     run(be, EL_MM_NN, s, 1.0f, 0.0f, "split");
+    /* vec4 operands: every chunk of A is a texel view of its own */
+    shape s4 = {300, 8, 12};
+    uint32_t before = texel_dispatches(be);
+    run(be, EL_MM_NT, s4, 1.0f, 0.5f, "split-texel");
+    run(be, EL_MM_NN, s4, 1.0f, 0.0f, "split-texel");
+    CHECK(texel_dispatches(be) - before >= 4);
     el_error err = {0};
     el_tensor *a = el_nn_tensor_create(be, EL_F32, 300 * 9, &err);
     el_tensor *b = el_nn_tensor_create(be, EL_F32, 9 * 7, &err);
@@ -169,6 +225,7 @@ int main(void)
 {
     all_shapes("regblock");
     all_shapes("tiled");
+    texel_paths();
     split_bindings();
     vkt_cleanup();
     return el_test_done("test_vk_matmul");
