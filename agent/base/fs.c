@@ -215,6 +215,10 @@ void el_crash_point(const char *name)
     static int parsed;
     static unsigned long long rng;
     static long per_mille = -1;
+    /* a test holds the process here to run another one in between */
+    const char *pause = getenv("EDGELOOP_PAUSE_AT");
+    if (pause && !strcmp(pause, name))
+        raise(SIGSTOP);
     const char *env = getenv("EDGELOOP_CRASH_AT");
     if (!env || !*env)
         return;

@@ -45,7 +45,9 @@ int el_fs_join(char *out, size_t n, const char *a, const char *b);
 /* Fault injection for crash tests. When $EDGELOOP_CRASH_AT equals NAME the
  * process is killed with SIGKILL at this point (as kill -9 would), so no
  * cleanup runs. $EDGELOOP_CRASH_AT=random:SEED:P kills at each point with
- * probability P/1000 (seeded), for random crash loops. */
+ * probability P/1000 (seeded), for random crash loops. When
+ * $EDGELOOP_PAUSE_AT equals NAME the process stops itself (SIGSTOP) there
+ * until continued, so a test can run another process in between. */
 void el_crash_point(const char *name);
 
 /* 1 when $EDGELOOP_FAULT lists NAME (comma separated), e.g. "fs.enospc". */

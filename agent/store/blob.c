@@ -8,9 +8,16 @@
  *  2. A row in `blobs` exists only for a durable file. Rows are added in the
  *     same transaction as the version that references them; a crash between
  *     the file and the row leaves an unrecorded file, which el_store_gc
- *     removes later (it is never referenced).
- *  3. Freeing is the reverse: rows go first (one transaction), files after.
- *     A crash in between leaves unrecorded files, again removed by gc.
+ *     removes later (it is never referenced). el_store_blob_record checks
+ *     the file again under the transaction's write lock and writes it anew
+ *     when it is gone, because gc (below) may have removed it after the
+ *     writer stored it: blobs are shared by content, so a new version can
+ *     reuse a file that gc is freeing (test_race caught a retrained adapter
+ *     identical to a rejected one losing its file this way).
+ *  3. Freeing is the reverse: rows go first (one transaction), files after,
+ *     under the write lock again and only while no row names them, so no
+ *     writer can record a file between gc's check and its unlink. A crash
+ *     in between leaves unrecorded files, again removed by gc.
  *  4. Every read checks the bytes against the name; a mismatch is reported
  *     as a corrupted blob and the bytes are never handed out.
  */
@@ -59,16 +66,46 @@ int el_store_blob_usage(el_store *s, int64_t *bytes, el_error *err)
                               INT64_MIN, 0, bytes, err);
 }
 
-int el_store_blob_record(el_store *s, const char *hash, int64_t size,
+/* Writes blob HASH's file (durable, directory entry included). */
+static int write_file(el_store *s, const char *hash, const void *data, size_t len,
+                      el_error *err)
+{
+    char path[PATH_MAX], dir[PATH_MAX];
+    if (el_store_blob_path(s, hash, path, sizeof path))
+        return el_error_set(err, EL_EINPUT, "%s: blob path too long", s->blob_dir);
+    snprintf(dir, sizeof dir, "%s/%.2s", s->blob_dir, hash);
+    int rc;
+    if (!el_fs_exists(dir)) {
+        /* the new directory entry must itself be durable before the blob
+         * inside it can be */
+        if ((rc = el_fs_mkdirs(dir, 0755, err)) ||
+            (rc = el_fs_fsync_dir(s->blob_dir, 1, err)))
+            return rc;
+    }
+    return el_fs_write_atomic(path, data, len, 0444, err);
+}
+
+int el_store_blob_record(el_store *s, const char *hash, const void *data, size_t len,
                          el_error *err)
 {
+    if (s->in_tx == 0)
+        return el_error_set(err, EL_EINTERNAL, "a blob recorded outside a transaction");
+    /* invariant 2: the file, checked under the write lock */
+    char path[PATH_MAX];
+    struct stat stt;
+    if (el_store_blob_path(s, hash, path, sizeof path))
+        return el_error_set(err, EL_EINPUT, "%s: blob path too long", s->blob_dir);
+    int rc;
+    if ((stat(path, &stt) != 0 || stt.st_size != (off_t)len) &&
+        (rc = write_file(s, hash, data, len, err)))
+        return rc;
     sqlite3_stmt *st;
-    int rc = el_store_prepare(s, "INSERT OR IGNORE INTO blobs(hash, size, created_at) "
-                                 "VALUES(?1, ?2, ?3)", &st, err);
+    rc = el_store_prepare(s, "INSERT OR IGNORE INTO blobs(hash, size, created_at) "
+                             "VALUES(?1, ?2, ?3)", &st, err);
     if (rc)
         return rc;
     sqlite3_bind_text(st, 1, hash, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, size);
+    sqlite3_bind_int64(st, 2, (int64_t)len);
     sqlite3_bind_int64(st, 3, s->now);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = el_store_sql_fail(s, "recording a blob", err);
@@ -124,16 +161,7 @@ int el_store_blob_put(el_store *s, const void *data, size_t len, char hash[65],
                                 s->blob_dir, (long long)s->cfg.retention.max_blob_mb,
                                 (long long)used, len);
     }
-    char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/%.2s", s->blob_dir, hash);
-    if (!el_fs_exists(dir)) {
-        /* the new directory entry must itself be durable before the blob
-         * inside it can be */
-        if ((rc = el_fs_mkdirs(dir, 0755, err)) ||
-            (rc = el_fs_fsync_dir(s->blob_dir, 1, err)))
-            return rc;
-    }
-    return el_fs_write_atomic(path, data, len, 0444, err);
+    return write_file(s, hash, data, len, err);
 }
 
 int el_store_blob_read(el_store *s, const char *hash, uint8_t **data,
@@ -244,6 +272,35 @@ static int retire(el_store *s, int64_t need, int64_t *retired, el_error *err)
     return 0;
 }
 
+/* *YES = 1 when a row names blob HASH. */
+static int blob_recorded(el_store *s, const char *hash, int64_t *yes, el_error *err)
+{
+    sqlite3_stmt *st;
+    int rc = el_store_prepare(s, "SELECT count(*) FROM blobs WHERE hash = ?1", &st, err);
+    if (rc)
+        return rc;
+    sqlite3_bind_text(st, 1, hash, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        *yes = sqlite3_column_int64(st, 0) > 0;
+    else
+        rc = el_store_sql_fail(s, "looking up a blob", err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+void el_store_blob_drop_unrecorded(el_store *s, const char *hash)
+{
+    char path[PATH_MAX];
+    int64_t recorded = 1;
+    if (s->in_tx || el_store_blob_path(s, hash, path, sizeof path) ||
+        el_store_begin(s, NULL))
+        return;
+    if (blob_recorded(s, hash, &recorded, NULL) == 0 && !recorded)
+        unlink(path);
+    el_store_commit(s, NULL);
+}
+
+/* Removes unrecorded files; the caller holds the write lock (invariant 3). */
 static int sweep_orphans(el_store *s, int64_t *orphans, el_error *err)
 {
     int64_t others = 0;
@@ -307,6 +364,8 @@ int el_store_gc(el_store *s, int64_t need_bytes, el_store_gc_stats *stats,
     if (!stats)
         stats = &local;
     memset(stats, 0, sizeof *stats);
+    if (s->in_tx)   /* its commits must be real (invariant 3) */
+        return el_error_set(err, EL_EINTERNAL, "gc inside a transaction");
     freed_blob *freed = NULL;
     size_t n_freed = 0;
     sqlite3_stmt *st = NULL;
@@ -379,9 +438,18 @@ int el_store_gc(el_store *s, int64_t need_bytes, el_store_gc_stats *stats,
     if ((rc = el_store_commit(s, err)))
         goto fail;
     el_crash_point("gc.after_commit");
+    /* invariant 3: files under the write lock, each only while no row
+     * names it (a writer may have recorded the same content since) */
+    if ((rc = el_store_begin(s, err)))
+        goto fail;
     for (size_t i = 0; i < n_freed; i++) {
         char path[PATH_MAX];
+        int64_t again = 0;
         if (el_store_blob_path(s, freed[i].hash, path, sizeof path))
+            continue;
+        if (blob_recorded(s, freed[i].hash, &again, err))
+            goto fail;
+        if (again)
             continue;
         if (unlink(path) == 0 || errno == ENOENT) {
             stats->blobs_freed++;
@@ -391,11 +459,12 @@ int el_store_gc(el_store *s, int64_t need_bytes, el_store_gc_stats *stats,
             el_crash_point("gc.mid_unlink");
     }
     el_free(freed);
+    freed = NULL;
     /* gc for space runs in the middle of a candidate's blob writes, whose
      * files are not recorded yet: sweeping then would delete them */
-    if (need_bytes > 0)
-        return 0;
-    return sweep_orphans(s, &stats->orphans, err);
+    if (need_bytes <= 0 && (rc = sweep_orphans(s, &stats->orphans, err)))
+        goto fail;
+    return el_store_commit(s, err);
 fail:
     sqlite3_finalize(st);
     el_free(freed);

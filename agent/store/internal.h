@@ -43,9 +43,15 @@ int el_store_query_i64(el_store *s, const char *sql, int64_t a, int64_t b,
 int el_store_probation_apply(el_store *s, const double *probe,
                              el_error *err);
 
-/* Records a blob row (inside the caller's transaction). */
-int el_store_blob_record(el_store *s, const char *hash, int64_t size,
+/* Records the row of blob HASH (LEN bytes of DATA) inside the caller's
+ * transaction, after making sure its file is there under that lock and
+ * writing it again if a concurrent gc removed it (blob.c invariant 2). */
+int el_store_blob_record(el_store *s, const char *hash, const void *data, size_t len,
                          el_error *err);
+/* Removes blob HASH's file when no row names it, under the write lock
+ * (invariant 3): the undo of a failed writer, which must not take a file
+ * another writer has recorded since. Best effort: gc sweeps what is left. */
+void el_store_blob_drop_unrecorded(el_store *s, const char *hash);
 /* 1 when HASH is 64 lowercase hex characters. */
 int el_store_hash_valid(const char *hash);
 

@@ -290,7 +290,7 @@ int el_store_outbox_add(el_store *s, int64_t version_id, const char *bundle_id,
     char hash[65];
     if ((rc = el_store_blob_put(s, bytes, len, hash, err)) || (rc = el_store_begin(s, err)))
         return rc;
-    if ((rc = el_store_blob_record(s, hash, (int64_t)len, err)) ||
+    if ((rc = el_store_blob_record(s, hash, bytes, len, err)) ||
         (rc = el_store_prepare(s, "INSERT INTO outbox(bundle_id, version_id, blob, size, "
                                   "created_at) VALUES(?1, ?2, ?3, ?4, ?5)", &st, err)))
         goto fail;

@@ -697,7 +697,7 @@ int el_store_candidate_create(el_store *s, const el_store_candidate *c,
         goto fail;
     }
     for (size_t i = 0; i < n; i++) {
-        if ((rc = el_store_blob_record(s, files[i].blob, (int64_t)files[i].len, err)))
+        if ((rc = el_store_blob_record(s, files[i].blob, files[i].data, files[i].len, err)))
             goto fail;
         if ((rc = el_store_prepare(s, "INSERT INTO adapter_files(version_id, name, blob) "
                                       "VALUES(?1, ?2, ?3)", &st, err)))
@@ -732,11 +732,9 @@ int el_store_candidate_create(el_store *s, const el_store_candidate *c,
 fail:
     sqlite3_finalize(st);
     el_store_tx_abort(s);
-    for (size_t i = 0; i < n; i++) {
-        char path[PATH_MAX];
-        if (written[i] && el_store_blob_path(s, files[i].blob, path, sizeof path) == 0)
-            unlink(path);
-    }
+    for (size_t i = 0; i < n; i++)
+        if (written[i])
+            el_store_blob_drop_unrecorded(s, files[i].blob);
     files_free(files, n);
     free(recipe);
     free(metrics);

@@ -6,7 +6,8 @@
 # kill `edgeloop check` must pass: PRAGMA integrity_check ok, the audit
 # chain verifies, every blob matches its hash, no version points at a
 # missing blob, the active version verifies; and no sample whose ingest
-# returned 0 is ever lost, and an interrupted ingest is all or nothing.
+# returned 0 is ever lost, and an interrupted ingest is all or nothing. gc
+# is also interleaved with a writer of the same blobs ($EDGELOOP_PAUSE_AT).
 # usage: test_crash_points.sh EDGELOOP [RANDOM_ITERATIONS (default 60)]
 set -uo pipefail
 E=$(realpath "$1")
@@ -125,6 +126,39 @@ for point in gc.after_commit gc.mid_unlink; do
   check_state "$point"
   "$E" gc >/dev/null || fail "$point: gc after crash"
   check_state "$point second gc"
+done
+
+# ---- gc racing a writer of the same content ------------------------------------
+# Blobs are shared by content: a version registered again after its first
+# copy was rolled back reuses files that gc is freeing. $EDGELOOP_PAUSE_AT
+# stops one process at a point while the other runs (blob.c invariants 2-3).
+stopped() {  # stopped PID: waits until PID has stopped itself
+  local i
+  for ((i = 0; i < 200; i++)); do
+    case $(ps -o stat= -p "$1") in T*) return 0 ;; esac
+    sleep 0.05
+  done
+  fail "process $1 did not stop"
+}
+for paused in gc register; do
+  new_adapter; "$E" register-adapter "$adir" --activate >/dev/null
+  "$E" rollback --to base >/dev/null      # its blobs become garbage
+  if [ $paused = gc ]; then
+    # gc has dropped the rows and is about to unlink the files when the same
+    # adapter is registered again
+    EDGELOOP_PAUSE_AT=gc.after_commit "$E" gc >/dev/null & pid=$!
+    stopped $pid
+    "$E" register-adapter "$adir" >/dev/null || fail "register during gc"
+  else
+    # the writer found the files in place, then gc removes them before it
+    # records them
+    EDGELOOP_PAUSE_AT=register.after_blobs "$E" register-adapter "$adir" >/dev/null & pid=$!
+    stopped $pid
+    "$E" gc >/dev/null || fail "gc during register"
+  fi
+  kill -CONT $pid
+  wait $pid || fail "paused $paused: exit status $?"
+  check_state "gc racing a writer ($paused paused)"
 done
 
 # ---- random kills in a loop --------------------------------------------------------
