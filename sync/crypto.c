@@ -418,6 +418,27 @@ static int signature_der(const mbedtls_mpi *r, const mbedtls_mpi *s, unsigned ch
     return 0;
 }
 
+int el_crypto_ecp_sign_hash(const void *keypair, int md_alg, const uint8_t *hash,
+                            size_t hash_len, uint8_t *sig, size_t *sig_len,
+                            int (*f_rng)(void *, unsigned char *, size_t), void *p_rng)
+{
+    const mbedtls_ecp_keypair *kp = keypair;
+    pthread_once(&shared_p256_once, shared_p256_init);
+    if (!shared_p256_ok || kp->grp.id != MBEDTLS_ECP_DP_SECP256R1)
+        return -1;
+    mbedtls_mpi r, s;
+    mbedtls_mpi_init(&r);
+    mbedtls_mpi_init(&s);
+    int rc = mbedtls_ecdsa_sign_det_ext(&shared_p256, &r, &s, &kp->d, hash, hash_len,
+                                        (mbedtls_md_type_t)md_alg, f_rng ? f_rng : blind_random,
+                                        f_rng ? p_rng : NULL);
+    if (!rc)
+        rc = signature_der(&r, &s, sig, MBEDTLS_ECDSA_MAX_LEN, sig_len);
+    mbedtls_mpi_free(&r);
+    mbedtls_mpi_free(&s);
+    return rc;
+}
+
 int el_crypto_sign(const el_crypto_key *key, const void *msg, size_t len,
                    uint8_t sig[EL_CRYPTO_SIG_MAX], size_t *sig_len, el_error *err)
 {
@@ -669,6 +690,16 @@ static int verify_shared(const mbedtls_ecp_keypair *kp, const uint8_t hash[EL_SH
     mbedtls_mpi_free(&r);
     mbedtls_mpi_free(&s);
     return rc;
+}
+
+int el_crypto_ecp_verify_hash(const void *keypair, const uint8_t *hash, size_t hash_len,
+                              const uint8_t *sig, size_t sig_len)
+{
+    const mbedtls_ecp_keypair *kp = keypair;
+    pthread_once(&shared_p256_once, shared_p256_init);
+    if (!shared_p256_ok || kp->grp.id != MBEDTLS_ECP_DP_SECP256R1 || hash_len < EL_SHA256_LEN)
+        return -1;
+    return verify_shared(kp, hash, sig, sig_len) == 0 ? 0 : 1;
 }
 
 int el_crypto_verify(const el_crypto_key *key, const void *msg, size_t len,

@@ -98,6 +98,25 @@ int el_crypto_ecp_warm(void *group);
  * with GROUP unchanged. */
 int el_crypto_ecp_adopt_table(void *group);
 
+/* ECDSA verification of the DER signature SIG over HASH by KEYPAIR (an
+ * mbedtls_ecp_keypair *, for tls.c: a peer's handshake signature) with the
+ * remembered per-key tables of el_crypto_verify (crypto.c note 8). HASH_LEN
+ * must be at least 32; ECDSA on P-256 uses its first 32 bytes. Returns 0
+ * when the signature verifies, 1 when it does not, -1 when this cannot
+ * check it (not P-256, a short hash): the caller verifies another way. */
+int el_crypto_ecp_verify_hash(const void *keypair, const uint8_t *hash, size_t hash_len,
+                              const uint8_t *sig, size_t sig_len);
+
+/* ECDSA signature (deterministic, RFC 6979 with MD_ALG, an mbedtls_md_type_t;
+ * the bytes mbedtls_ecdsa_write_signature gives) over HASH with KEYPAIR's
+ * private key, computed in the shared pre-warmed group (note 7) with
+ * F_RNG / P_RNG for blinding, DER into SIG (MBEDTLS_ECDSA_MAX_LEN bytes).
+ * Returns 0, an mbedTLS error, or -1 when this cannot sign with KEYPAIR
+ * (not P-256): the caller signs another way. */
+int el_crypto_ecp_sign_hash(const void *keypair, int md_alg, const uint8_t *hash,
+                            size_t hash_len, uint8_t *sig, size_t *sig_len,
+                            int (*f_rng)(void *, unsigned char *, size_t), void *p_rng);
+
 /* ---- X.509 --------------------------------------------------------------- */
 
 /* What a certificate says. Roles: "ca", "device", "hub", "admin". */

@@ -3,8 +3,15 @@
  * Design notes:
  *  1. Protocol: min = max = TLS 1.2 (SSL 3.3). Debian's 2.28 still compiles
  *     in TLS 1.0/1.1, so the version is pinned in the config, not assumed.
- *  2. Suites: ECDHE-ECDSA with AES-128/256-GCM only, ECDHE and certificates
- *     on P-256 only.
+ *  2. Suites: ECDHE-ECDSA with AES-128/256-GCM only. Certificates are P-256;
+ *     the ECDHE group is X25519 (RFC 8422), P-256 for a peer that does not
+ *     offer it, nothing else (mbedTLS's default list would let a client,
+ *     ours included, pick secp521r1, several times slower). X25519 because
+ *     each side of a full handshake makes one ephemeral key and one shared
+ *     secret in a group loaded for that handshake: with mbedTLS 2.28 that
+ *     is ~1.5 ms on X25519 against ~2.2 ms on P-256 here (P-256 rebuilds its
+ *     generator table every time), and a full handshake was the hub's
+ *     largest cost (docs/decisions.md 18).
  *  3. Time: mbedTLS judges validity by the wall clock, which a device that
  *     boots at 1970 or an attacker who sets the clock back can get wrong. The
  *     verify callback clears mbedTLS's EXPIRED/FUTURE verdicts and recomputes
@@ -45,11 +52,26 @@
  *     The table holds digests only and is bounded (VERIFIED_SERVER /
  *     VERIFIED_CLIENT entries, least recently used out).
  *  9. The peer's key verifies one signature of the handshake (its
- *     CertificateVerify on the hub, the ServerKeyExchange on a device) in a
- *     group mbedTLS has just loaded, which would build the generator's comb
- *     table for that one use (~1.2 ms). verify_cb gives that group a copy of
- *     the shared, pre-built table (el_crypto_ecp_adopt_table) before
- *     mbedTLS uses it.
+ *     CertificateVerify on the hub, the ServerKeyExchange on a device). In
+ *     mbedTLS that is a group loaded for this one use, which builds a comb
+ *     table for the generator and one for the peer's point: 2.3 of the
+ *     hub's 7.6 ms per full sync (perf). A hub meets the same devices again
+ *     and a device always the same hub, so verify_cb points the peer key at
+ *     a copy of mbedTLS's EC key methods whose verify goes to
+ *     el_crypto_ecp_verify_hash, which keeps both tables (crypto.c note 8).
+ *     The copy needs the method table's layout, which mbedTLS 2.28 installs
+ *     as pk_internal.h; built against another mbedTLS (no such header, or
+ *     not 2.28), verify_cb only lends the group the shared generator table
+ *     (el_crypto_ecp_adopt_table) as before. Either way mbedTLS decides
+ *     when to verify and refuses the handshake on a bad signature (tested
+ *     with a key that does not match its certificate, both ends).
+ * 10. The own key signs one handshake message per full handshake. mbedTLS's
+ *     EC key methods sign in a copy of the key's group, loaded afresh, so
+ *     its generator table is rebuilt every time (pk_sign 1.1 ms against
+ *     0.45 ms for the same deterministic ECDSA in a warm group, measured
+ *     here). The same copied methods (note 9) sign through
+ *     el_crypto_ecp_sign_hash in the shared warm group: the same RFC 6979
+ *     signature bytes, mbedTLS's random generator for the blinding.
  */
 #include "tls.h"
 
@@ -76,7 +98,13 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/ssl_cache.h>
 #include <mbedtls/ssl_ticket.h>
+#include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
+#if MBEDTLS_VERSION_MAJOR == 2 && MBEDTLS_VERSION_MINOR == 28 && \
+    defined(__has_include) && __has_include(<mbedtls/pk_internal.h>)
+#include <mbedtls/pk_internal.h>
+#define EL_TLS_KEY_METHODS 1   /* design note 9 */
+#endif
 
 #include "base/alloc.h"
 #include "base/digest_set.h"
@@ -124,10 +152,11 @@ struct el_tls_conn {
     el_tls_peer peer;
 };
 
-/* P-256 only: the fleet's keys are P-256, and mbedTLS's default list would
- * let a client (ours included) pick secp521r1 for ECDHE, several times
- * slower for no gain here. */
+/* Design note 2. The list serves both the ECDHE group and the curve a
+ * certificate key may use; the server takes the first entry of its own list
+ * the client offers. */
 static const mbedtls_ecp_group_id curves[] = {
+    MBEDTLS_ECP_DP_CURVE25519,
     MBEDTLS_ECP_DP_SECP256R1,
     MBEDTLS_ECP_DP_NONE,
 };
@@ -269,6 +298,84 @@ static int chain_check(el_tls_conn *conn, const mbedtls_x509_crt *crt, uint32_t 
     return 0;
 }
 
+static _Atomic uint64_t table_verifies;
+
+uint64_t el_tls_table_verifications(void)
+{
+    return table_verifies;
+}
+
+int el_tls_remembers_keys(void)
+{
+#ifdef EL_TLS_KEY_METHODS
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#ifdef EL_TLS_KEY_METHODS
+/* mbedTLS's EC key methods with the verification replaced (design note 9). */
+static mbedtls_pk_info_t remembered_eckey;
+static int remembered_ok;
+static pthread_once_t remembered_once = PTHREAD_ONCE_INIT;
+static int (*eckey_verify)(void *, mbedtls_md_type_t, const unsigned char *, size_t,
+                           const unsigned char *, size_t);
+static int (*eckey_sign)(void *, mbedtls_md_type_t, const unsigned char *, size_t,
+                         unsigned char *, size_t *, int (*)(void *, unsigned char *, size_t),
+                         void *);
+
+static int remembered_verify(void *ctx, mbedtls_md_type_t md_alg, const unsigned char *hash,
+                             size_t hash_len, const unsigned char *sig, size_t sig_len)
+{
+    int r = el_crypto_ecp_verify_hash(ctx, hash, hash_len, sig, sig_len);
+    if (r < 0)
+        return eckey_verify(ctx, md_alg, hash, hash_len, sig, sig_len);
+    table_verifies++;
+    return r == 0 ? 0 : MBEDTLS_ERR_ECP_VERIFY_FAILED;
+}
+
+static int remembered_sign(void *ctx, mbedtls_md_type_t md_alg, const unsigned char *hash,
+                           size_t hash_len, unsigned char *sig, size_t *sig_len,
+                           int (*f_rng)(void *, unsigned char *, size_t), void *p_rng)
+{
+    int r = el_crypto_ecp_sign_hash(ctx, (int)md_alg, hash, hash_len, sig, sig_len, f_rng,
+                                    p_rng);
+    return r == -1 ? eckey_sign(ctx, md_alg, hash, hash_len, sig, sig_len, f_rng, p_rng) : r;
+}
+
+static void remembered_init(void)
+{
+    const mbedtls_pk_info_t *info = mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY);
+    if (!info || !info->verify_func || !info->sign_func)
+        return;
+    remembered_eckey = *info;
+    eckey_verify = info->verify_func;
+    eckey_sign = info->sign_func;
+    remembered_eckey.verify_func = remembered_verify;
+    remembered_eckey.sign_func = remembered_sign;
+    remembered_ok = 1;
+}
+
+/* Points PK (a peer certificate's key, or the context's own key) at the
+ * remembered methods. Returns 1 when it did. */
+static int remember_key(mbedtls_pk_context *pk)
+{
+    pthread_once(&remembered_once, remembered_init);
+    if (!remembered_ok || pk->pk_info != mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY) ||
+        mbedtls_pk_ec(*pk)->grp.id != MBEDTLS_ECP_DP_SECP256R1)
+        return 0;
+    pk->pk_info = &remembered_eckey;
+    return 1;
+}
+#else
+static int remember_key(mbedtls_pk_context *pk)
+{
+    (void)pk;
+    return 0;
+}
+#endif
+
 /* mbedTLS's verification, run with no trust anchor (design note 8): it has
  * built the chain the peer sent and marked the top NOT_TRUSTED. The leaf's
  * call (last, depth 0) runs our chain check; a refusal returns an error
@@ -289,7 +396,7 @@ static int verify_cb(void *p, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
     }
     *flags = 0;
     /* design note 9 */
-    if (mbedtls_pk_can_do(&crt->pk, MBEDTLS_PK_ECKEY))
+    if (mbedtls_pk_can_do(&crt->pk, MBEDTLS_PK_ECKEY) && !remember_key(&crt->pk))
         el_crypto_ecp_adopt_table(&mbedtls_pk_ec(crt->pk)->grp);
     return 0;
 }
@@ -544,6 +651,7 @@ int el_tls_ctx_create(const el_tls_opts *opts, el_tls_ctx **out, el_error *err)
         if (mbedtls_pk_can_do(&c->pk, MBEDTLS_PK_ECKEY))
             el_crypto_ecp_warm(&mbedtls_pk_ec(c->pk)->grp);
     el_crypto_ecp_warm(&mbedtls_pk_ec(ctx->key)->grp);
+    remember_key(&ctx->key);   /* design note 10 */
     rc = mbedtls_ssl_config_defaults(&ctx->conf,
                                      opts->is_server ? MBEDTLS_SSL_IS_SERVER : MBEDTLS_SSL_IS_CLIENT,
                                      MBEDTLS_SSL_TRANSPORT_STREAM, MBEDTLS_SSL_PRESET_DEFAULT);

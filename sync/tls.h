@@ -132,6 +132,12 @@ const el_tls_peer *el_tls_conn_peer(const el_tls_conn *conn);
 /* 1 when the handshake resumed an earlier session. */
 int el_tls_conn_resumed(const el_tls_conn *conn);
 
+/* Handshake signatures of peers verified with remembered per-key tables
+ * in this process (tls.c design note 9), for tests and benchmarks. */
+uint64_t el_tls_table_verifications(void);
+/* 1 when this build checks peers' handshake signatures that way. */
+int el_tls_remembers_keys(void);
+
 /* Sends close_notify (best effort), closes the socket and frees CONN.
  * Accepts NULL. */
 void el_tls_close(el_tls_conn *conn);

@@ -4,6 +4,12 @@
  * `openssl req -verify`, and the SAN shows in `openssl x509 -text`. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <string.h>
+
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/ecdsa.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/pk.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -285,6 +291,66 @@ static void test_kat_with_openssl(void)
              "%s/tests/crypto/vectors/kat1.txt)\" ]", dir, src, src) == 0);
 }
 
+/* The TLS hooks (tls.c design notes 9, 10): el_crypto_ecp_sign_hash gives
+ * mbedTLS's own deterministic signature bytes for SHA-256 and SHA-384
+ * handshake hashes, and el_crypto_ecp_verify_hash agrees with mbedTLS on
+ * them (ECDSA on P-256 reads the first 32 bytes of a longer hash). */
+static void test_tls_hooks(void)
+{
+    mbedtls_pk_context pk;
+    mbedtls_pk_init(&pk);
+    el_error err;
+    uint8_t seed[32];
+    CHECK_OK(el_crypto_random(seed, sizeof seed, &err), &err);
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_entropy_context ent;
+    mbedtls_entropy_init(&ent);
+    mbedtls_ctr_drbg_init(&drbg);
+    CHECK(mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &ent, seed, sizeof seed) == 0);
+    CHECK(mbedtls_pk_setup(&pk, mbedtls_pk_info_from_type(MBEDTLS_PK_ECKEY)) == 0);
+    CHECK(mbedtls_ecp_gen_key(MBEDTLS_ECP_DP_SECP256R1, mbedtls_pk_ec(pk),
+                              mbedtls_ctr_drbg_random, &drbg) == 0);
+    const mbedtls_md_type_t mds[2] = {MBEDTLS_MD_SHA256, MBEDTLS_MD_SHA384};
+    for (int round = 0; round < 8; round++) {
+        mbedtls_md_type_t md = mds[round % 2];
+        size_t hlen = md == MBEDTLS_MD_SHA256 ? 32 : 48;
+        uint8_t hash[48];
+        CHECK_OK(el_crypto_random(hash, sizeof hash, &err), &err);
+        unsigned char want[MBEDTLS_ECDSA_MAX_LEN], got[MBEDTLS_ECDSA_MAX_LEN];
+        size_t wl = 0, gl = 0;
+        CHECK(mbedtls_pk_sign(&pk, md, hash, hlen, want, &wl, mbedtls_ctr_drbg_random,
+                              &drbg) == 0);
+        CHECK(el_crypto_ecp_sign_hash(mbedtls_pk_ec(pk), (int)md, hash, hlen, got, &gl,
+                                      mbedtls_ctr_drbg_random, &drbg) == 0);
+        CHECK(wl == gl && !memcmp(want, got, wl));
+        CHECK(mbedtls_pk_verify(&pk, md, hash, hlen, got, gl) == 0);
+        CHECK(el_crypto_ecp_verify_hash(mbedtls_pk_ec(pk), hash, hlen, got, gl) == 0);
+        uint8_t other[48];
+        memcpy(other, hash, sizeof other);
+        other[round % 32] ^= 0x10;
+        CHECK(el_crypto_ecp_verify_hash(mbedtls_pk_ec(pk), other, hlen, got, gl) == 1);
+        CHECK(mbedtls_pk_verify(&pk, md, other, hlen, got, gl) != 0);
+        if (hlen == 48) {   /* past the first 32 bytes: both accept */
+            memcpy(other, hash, sizeof other);
+            other[40] ^= 0x10;
+            CHECK(el_crypto_ecp_verify_hash(mbedtls_pk_ec(pk), other, hlen, got, gl) == 0);
+            CHECK(mbedtls_pk_verify(&pk, md, other, hlen, got, gl) == 0);
+        }
+        got[gl - 1] ^= 1;
+        CHECK(el_crypto_ecp_verify_hash(mbedtls_pk_ec(pk), hash, hlen, got, gl) == 1);
+    }
+    /* a hash shorter than the order is not ours to check */
+    uint8_t h20[20] = {1};
+    unsigned char sig[MBEDTLS_ECDSA_MAX_LEN];
+    size_t sl = 0;
+    CHECK(mbedtls_pk_sign(&pk, MBEDTLS_MD_SHA1, h20, sizeof h20, sig, &sl,
+                          mbedtls_ctr_drbg_random, &drbg) == 0);
+    CHECK(el_crypto_ecp_verify_hash(mbedtls_pk_ec(pk), h20, sizeof h20, sig, sl) == -1);
+    mbedtls_pk_free(&pk);
+    mbedtls_ctr_drbg_free(&drbg);
+    mbedtls_entropy_free(&ent);
+}
+
 /* el_crypto_verify parses the DER signature itself (crypto.c design note
  * 6): every single-byte change, a trailing byte, a cut, r = 0 and s = n must
  * fail; the untouched signature must pass, for several keys and messages. */
@@ -398,6 +464,7 @@ int main(void)
         fprintf(stderr, "openssl or xxd missing: interop checks skipped\n");
     test_keys();
     test_verify_malformed();
+    test_tls_hooks();
     test_verify_many_keys();
     test_certs();
     test_kat_with_openssl();

@@ -2,9 +2,11 @@
  * certificate, a certificate from another CA, an expired or revoked one
  * (revoked by the first root and by a root pushed later, also on a resumed
  * session), TLS 1.1 (openssl s_client), a hub name that does not match, a
- * hub certificate not valid at the client's trusted time, malformed HTTP, a
+ * hub certificate not valid at the client's trusted time, a key that does
+ * not match its certificate (either end), malformed HTTP, a
  * body over the limit, and slowloris clients (the timeout frees the single
  * worker). argv[1]: the edgeloop-hub executable. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,6 +94,85 @@ static int raw_request(const void *raw, size_t len, char *line)
     el_tls_close(conn);
     el_tls_ctx_destroy(ctx);
     return rc;
+}
+
+struct mismatch_server {
+    el_tls_ctx *ctx;
+    int listen_fd;
+    int rc;
+};
+
+static void *mismatch_serve(void *p)
+{
+    struct mismatch_server *m = p;
+    el_error err = {0};
+    el_tls_conn *conn = NULL;
+    int fd = accept(m->listen_fd, NULL, NULL);
+    m->rc = fd < 0 ? EL_EIO : el_tls_accept(m->ctx, fd, &conn, &err);
+    el_tls_close(conn);
+    return NULL;
+}
+
+/* A peer whose key does not match its certificate fails on its handshake
+ * signature, also where the other end checks it with the key's remembered
+ * table (tls.c design note 9): a device (dev1.crt, dev2.key) at the hub, and
+ * a hub (hub.crt, dev1.key) at a device. Both ends met the real key first. */
+static void test_key_mismatch(void)
+{
+    char tag[32];
+    uint64_t before = el_tls_table_verifications();
+    CHECK(try_get("dev1", 0, NULL, tag) == 0);
+    CHECK_MSG(!el_tls_remembers_keys() || el_tls_table_verifications() > before,
+              "the hub's signature was not checked with a remembered table");
+
+    char paths[2100], key2[700];
+    el_client_opts o;
+    el_client *c = NULL;
+    el_error err = {0};
+    el_fleetkit_client_opts(&fleet, "dev1", &o, paths, sizeof paths);
+    el_fleetkit_path(&fleet, "dev2.key", key2, sizeof key2);
+    o.key_path = key2;
+    int rc = el_client_create(&o, &c, &err);
+    if (!rc) {
+        el_http_msg resp;
+        el_http_msg_init(&resp);
+        rc = el_client_request(c, "GET", "/v1/releases?since=0", NULL, NULL, 0, &resp, &err);
+        el_http_msg_finish(&resp);
+    }
+    CHECK_MSG(rc != 0, "a device signing with another key was let in");
+    el_client_destroy(c);
+
+    char ca[700], crt[700], key[700];
+    el_fleetkit_path(&fleet, "ca.crt", ca, sizeof ca);
+    el_fleetkit_path(&fleet, "hub.crt", crt, sizeof crt);
+    el_fleetkit_path(&fleet, "dev1.key", key, sizeof key);
+    el_tls_opts so = {.is_server = 1, .ca_path = ca, .cert_path = crt, .key_path = key,
+                      .handshake_timeout_ms = 3000};
+    struct mismatch_server m = {NULL, -1, -1};
+    CHECK_OK(el_tls_ctx_create(&so, &m.ctx, &err), &err);
+    m.listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t sl = sizeof sa;
+    CHECK(m.listen_fd >= 0 && bind(m.listen_fd, (struct sockaddr *)&sa, sizeof sa) == 0 &&
+          listen(m.listen_fd, 1) == 0 && getsockname(m.listen_fd, (struct sockaddr *)&sa, &sl) == 0);
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, mismatch_serve, &m) == 0);
+    el_fleetkit_path(&fleet, "dev1.crt", crt, sizeof crt);
+    el_tls_opts co = {.ca_path = ca, .cert_path = crt, .key_path = key,
+                      .handshake_timeout_ms = 3000};
+    el_tls_ctx *cctx = NULL;
+    el_tls_conn *conn = NULL;
+    CHECK_OK(el_tls_ctx_create(&co, &cctx, &err), &err);
+    before = el_tls_table_verifications();
+    rc = el_tls_connect(cctx, "localhost", ntohs(sa.sin_port), &conn, &err);
+    CHECK_MSG(rc != 0, "a hub signing with another key was accepted");
+    CHECK(!el_tls_remembers_keys() || el_tls_table_verifications() > before);
+    el_tls_close(conn);
+    pthread_join(t, NULL);
+    CHECK(m.rc != 0);
+    close(m.listen_fd);
+    el_tls_ctx_destroy(cctx);
+    el_tls_ctx_destroy(m.ctx);
 }
 
 static void test_certificates(void)
@@ -409,6 +490,7 @@ int main(int argc, char **argv)
         return 1;
     }
     test_certificates();
+    test_key_mismatch();
     test_http_refusals();
     test_slowloris();
     test_idle_parked();
