@@ -204,6 +204,17 @@ static void test_certificates(void)
              "-key %s/dev1.key </dev/null >%s/s_client12.log 2>&1",
              fleet.hub_port, d, d, d, d);
     CHECK(run(cmd) == 0);
+    /* the ECDHE group: X25519 when offered (openssl offers it first), P-256
+     * for a client that offers only that (tls.c design note 2) */
+    snprintf(cmd, sizeof cmd, "grep -q 'Server Temp Key: X25519' %s/s_client12.log", d);
+    CHECK(run(cmd) == 0);
+    snprintf(cmd, sizeof cmd,
+             "openssl s_client -connect 127.0.0.1:%d -servername localhost -tls1_2 "
+             "-groups P-256 -CAfile %s/ca.crt -cert %s/dev1.crt -key %s/dev1.key "
+             "</dev/null >%s/s_client_p256.log 2>&1 && "
+             "grep -q 'Server Temp Key: ECDH, prime256v1' %s/s_client_p256.log",
+             fleet.hub_port, d, d, d, d, d);
+    CHECK(run(cmd) == 0);
     /* TLS 1.1 offered (SECLEVEL=0 so openssl itself would allow it): refused */
     snprintf(cmd, sizeof cmd,
              "openssl s_client -connect 127.0.0.1:%d -servername localhost -tls1_1 "
