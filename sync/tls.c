@@ -34,8 +34,9 @@
  *     in every handshake) are shared by all connections of a context, and
  *     mbedTLS writes a key's group on its first multiplication (the lazy
  *     table of the generator). So the context warms them when it loads
- *     them: no two workers race on that first write, and no handshake pays
- *     for it.
+ *     them: no two workers race on that first write. (With note 10 the own
+ *     key signs in the shared group instead; the warm group still serves
+ *     a build without the key-method copy.)
  *  8. Certificate verification is remembered. A device reconnects with the
  *     same certificate, and a client always meets the same hub, yet mbedTLS
  *     checks the CA's signature on every full handshake (one ECDSA
