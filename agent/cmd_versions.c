@@ -381,7 +381,13 @@ static const char pin_help[] =
     "usage: edgeloop pin ID | edgeloop unpin   [--state DIR] [--json]\n"
     "\n"
     "pin holds the active version ID: no other version can be activated and\n"
-    "retention keeps it until unpin. A failing probation still rolls it back.\n";
+    "retention keeps it until unpin. A failing probation still rolls it back.\n"
+    "Refused (exit 3): pinning a version that is not the active one, unpin\n"
+    "when nothing is pinned.\n"
+    "While an agent runs on the state this goes through its socket (--json\n"
+    "adds \"via\": \"agent\", else \"direct\"); same output and exit status.\n"
+    "EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an agent that\n"
+    "holds agent.lock but does not answer; then exit 1, nothing changed.\n";
 
 static int pin_common(int argc, char **argv, int pin)
 {
@@ -397,22 +403,35 @@ static int pin_common(int argc, char **argv, int pin)
     int rc;
     if (pin && (rc = need_id(&c, pos[0], &id)))
         return rc;
-    el_store *s;
-    if ((rc = el_cli_state_open(&c, 0, &s)))
+    json_t *req = pin ? json_pack("{ss sI}", "cmd", "pin", "version", (json_int_t)id)
+                      : json_pack("{ss}", "cmd", "unpin");
+    json_t *reply;
+    int lock;
+    if ((rc = el_cli_route(&c, req, &reply, &lock)))
         return rc;
-    el_error err;
+    const char *via = reply ? "agent" : "direct";
     int64_t active = 0;
-    el_store_active(s, &active, NULL);
-    if (el_store_pin(s, id, &err)) {
-        el_store_close(s);
-        return el_cli_state_fail(&c, &err);
+    if (reply) {
+        active = json_integer_value(json_object_get(reply, "version"));
+        json_decref(reply);
+    } else {
+        el_store *s;
+        el_error err;
+        if (!(rc = el_cli_state_open(&c, 0, &s))) {
+            el_store_active(s, &active, NULL);
+            if (el_store_pin(s, id, &err))
+                rc = el_cli_state_fail(&c, &err);
+            el_store_close(s);
+        }
+        el_agent_route_end(lock);
+        if (rc)
+            return rc;
     }
     if (c.json)
-        el_cli_state_print(json_pack("{s:I, s:b}", "version", (json_int_t)active,
-                                     "pinned", pin));
+        el_cli_state_print(json_pack("{s:I, s:b, s:s}", "version", (json_int_t)active,
+                                     "pinned", pin, "via", via));
     else
         printf("version %lld %s\n", (long long)active, pin ? "pinned" : "unpinned");
-    el_store_close(s);
     return 0;
 }
 

@@ -547,6 +547,20 @@ static json_t *handle(agent *a, int slot, const char *line, size_t len)
             reply = json_pack("{sb sI so}", "ok", 1, "active", (json_int_t)active, "from",
                               before ? json_integer(before) : json_null());
         }
+    } else if (!strcmp(cmd, "pin") || !strcmp(cmd, "unpin")) {
+        int pin = cmd[0] == 'p';
+        int64_t active = 0;
+        if (pin)
+            rc = el_json_get_i64(req, "version", 1, INT64_MAX, &version, "pin", &err);
+        if (!rc)
+            el_store_active(a->store, &active, NULL);
+        if (!rc && !(rc = el_store_pin(a->store, version, &err))) {
+            el_agent_log(EL_LOG_INFO, pin ? "pinned" : "unpinned", "version=%lld",
+                         (long long)active);
+            /* "version": the active version, as `edgeloop pin --json` prints */
+            reply = json_pack("{sb sI sb}", "ok", 1, "version", (json_int_t)active, "pinned",
+                              pin);
+        }
     } else if (!strcmp(cmd, "generate")) {
         if (!generate_start(a, slot, req, &err)) {
             json_decref(req);
@@ -558,7 +572,7 @@ static json_t *handle(agent *a, int slot, const char *line, size_t len)
     } else {
         el_error_set(&err, EL_EUSAGE,
                      "unknown command \"%s\" (status, feedback, activate, rollback, "
-                     "pause-training, resume-training, generate)", cmd);
+                     "pin, unpin, pause-training, resume-training, generate)", cmd);
     }
 done:
     json_decref(req);

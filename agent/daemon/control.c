@@ -15,7 +15,8 @@
  * adds its own "agent" member).
  *
  * Routing (el_agent_route): the state-changing CLI commands that the socket
- * offers (feedback, activate, rollback, pause-training, resume-training)
+ * offers (feedback, activate, rollback, pin, unpin, pause-training,
+ * resume-training)
  * either are answered by the agent or run directly on the state while
  * holding STATE/agent.lock shared. A running agent holds that lock
  * exclusively from before it opens the registry until after its socket is
@@ -26,7 +27,7 @@
  *     holds the lock but does not answer (starting, stopping, stuck);
  *  2. an agent that starts while routed commands hold the lock waits for
  *     them (el_agent_lock_wait) instead of starting beside them.
- * Other commands (ingest, train, pin, gc, ...) write directly whether or not
+ * Other commands (ingest, train, gc, ...) write directly whether or not
  * an agent runs; SQLite's write lock (BEGIN IMMEDIATE, busy timeout)
  * serializes their transactions with the agent's.
  */

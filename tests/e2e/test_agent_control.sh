@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The state-changing commands the agent's socket offers (feedback, activate,
-# rollback, pause-training, resume-training) are routed: with a real agent
+# rollback, pin, unpin, pause-training, resume-training) are routed: with a real agent
 # daemon running they are answered by it ("via": "agent"), without one they
 # work on the state directly ("via": "direct") under the shared agent lock.
 #  - The same script of commands (successes and refusals, --json and text)
@@ -103,6 +103,13 @@ script() {
   run rollback --to base --json
   run rollback --to 1                    # a good version, by id
   run feedback --accept --version 1 --json
+  run pin 1 --json                       # 1 is active and good
+  run rollback --to base --json          # refused while pinned: exit 3
+  run pin 2                              # not the active version: exit 3
+  run unpin --json
+  run unpin                              # nothing pinned: exit 3
+  run pin 1
+  run unpin
   # refusals: same code, message and exit status with or without an agent
   run activate 99 --json                 # not_found: exit 2
   run activate 99
@@ -151,6 +158,8 @@ expect 'grep -q "event=feedback verdict=accept version=1 outcome=good" "$TMP/age
         grep -q "event=feedback verdict=reject version=2 outcome=rolled_back" "$TMP/agent.log" &&
         grep -q "event=activated version=3" "$TMP/agent.log" &&
         grep -q "event=rolled_back from=3 active=1" "$TMP/agent.log" &&
+        grep -q "event=pinned version=1" "$TMP/agent.log" &&
+        grep -q "event=unpinned version=1" "$TMP/agent.log" &&
         grep -q "event=train.paused" "$TMP/agent.log"' "the agent logged each command"
 # the agent's store acts as "agent": the audit chain says who did it
 expect '"$EL" audit --state "$A" --json | grep -q "\"actor\": \"agent\""' \
@@ -168,6 +177,12 @@ expect 'grep -A3 "^\$ activate 99 --json" "$TMP/agent.txt" | grep -q "\"code\":\
        "a bad version id through the agent: not_found, exit 2"
 expect 'grep -A3 "^\$ activate 2 --json" "$TMP/agent.txt" | grep -q "^exit 3"' \
        "a refused activation through the agent: exit 3"
+expect 'grep -A6 "^\$ pin 1 --json" "$TMP/agent.txt" | grep -q "\"via\": \"agent\"" &&
+        grep -A2 "^\$ rollback --to base --json" "$TMP/agent.txt" | grep -q "is pinned" &&
+        grep -A2 "^\$ rollback --to base --json" "$TMP/agent.txt" | grep -q "^exit 3" &&
+        grep -A3 "^\$ pin 2$" "$TMP/agent.txt" | grep -q "^exit 3" &&
+        grep -A3 "^\$ unpin$" "$TMP/agent.txt" | grep -q "^exit 3"' \
+       "pin and unpin through the agent, refusals with exit 3"
 expect '[ "$(state_of "$D")" = "$(state_of "$A")" ]' "both states end the same"
 "$EL" versions --state "$A" --json >"$TMP/v.json"
 expect '[ "$(jget "[\"active\"]" <"$TMP/v.json")" = 1 ] &&
@@ -228,7 +243,7 @@ expect '"$EL" check --state "$D" >/dev/null && "$EL" check --state "$A" >/dev/nu
        "both states check clean"
 
 # ---- help ------------------------------------------------------------------
-for cmd in feedback activate rollback pause-training resume-training; do
+for cmd in feedback activate rollback pin unpin pause-training resume-training; do
   expect '"$EL" $cmd --help | grep -q "agent"' "$cmd --help mentions the agent"
 done
 
