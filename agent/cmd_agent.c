@@ -84,23 +84,17 @@ int el_cmd_agent(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "agent"};
     el_agent_opts o = {0};
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (k)
-            continue;
-        if (!strcmp(argv[i], "--config") && i + 1 < argc) {
-            o.config_path = argv[++i];
-        } else if (!strcmp(argv[i], "--stop-timeout") && i + 1 < argc) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1 || v > 3600)
-                return el_cli_usage(c.cmd, "--stop-timeout takes 1..3600 seconds", c.json);
-            o.stop_timeout_s = (int)v;
-        } else {
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-        }
+    const char *stop = NULL;
+    const el_cli_flag flags[] = {
+        {"--config", &o.config_path, NULL}, {"--stop-timeout", &stop, NULL}, {NULL, NULL, NULL}};
+    if (el_cli_parse(&c, argc, argv, flags, NULL, 0) < 0)
+        return 1;
+    if (stop) {
+        char *end;
+        long v = strtol(stop, &end, 10);
+        if (*end || !*stop || v < 1 || v > 3600)
+            return el_cli_usage(c.cmd, "--stop-timeout takes 1..3600 seconds", c.json);
+        o.stop_timeout_s = (int)v;
     }
     if (c.help) {
         fputs(agent_help, stdout);

@@ -286,26 +286,12 @@ int el_cmd_enroll(int argc, char **argv)
     el_cli_state c = {.cmd = argv[0]};
     const char *csr_out = NULL, *name = NULL, *cert = NULL, *ca = NULL, *root = NULL,
                *hub = NULL;
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (k)
-            continue;
-        static const char *const flags[] = {"--csr-out", "--name", "--cert", "--ca",
-                                            "--root", "--hub"};
-        const char **slots[] = {&csr_out, &name, &cert, &ca, &root, &hub};
-        size_t f = 0;
-        while (f < 6 && strcmp(argv[i], flags[f]))
-            f++;
-        if (f == 6 || i + 1 >= argc) {
-            char msg[160];
-            snprintf(msg, sizeof msg, f == 6 ? "unknown argument '%s' (see --help)"
-                                             : "%s needs a value", argv[i]);
-            return el_cli_usage(c.cmd, msg, c.json);
-        }
-        *slots[f] = argv[++i];
-    }
+    const el_cli_flag flags[] = {{"--csr-out", &csr_out, NULL}, {"--name", &name, NULL},
+                                 {"--cert", &cert, NULL},       {"--ca", &ca, NULL},
+                                 {"--root", &root, NULL},       {"--hub", &hub, NULL},
+                                 {NULL, NULL, NULL}};
+    if (el_cli_parse(&c, argc, argv, flags, NULL, 0) < 0)
+        return 1;
     if (c.help) {
         fputs(enroll_help, stdout);
         return 0;
@@ -393,19 +379,8 @@ int el_cmd_import(int argc, char **argv)
 {
     el_cli_state c = {.cmd = argv[0]};
     const char *file = NULL;
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (k)
-            continue;
-        if (argv[i][0] == '-' || file) {
-            char msg[160];
-            snprintf(msg, sizeof msg, "unexpected argument '%s' (see --help)", argv[i]);
-            return el_cli_usage(c.cmd, msg, c.json);
-        }
-        file = argv[i];
-    }
+    if (el_cli_parse(&c, argc, argv, NULL, &file, 1) < 0)
+        return 1;
     if (c.help) {
         fputs(import_help, stdout);
         return 0;
@@ -478,22 +453,9 @@ int el_cmd_bundle(int argc, char **argv)
 {
     el_cli_state c = {.cmd = argv[0]};
     const char *out = NULL, *ids = NULL;
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (k)
-            continue;
-        if ((!strcmp(argv[i], "-o") || !strcmp(argv[i], "--out")) && i + 1 < argc) {
-            out = argv[++i];
-        } else if (argv[i][0] != '-' && !ids) {
-            ids = argv[i];
-        } else {
-            char msg[160];
-            snprintf(msg, sizeof msg, "unexpected argument '%s' (see --help)", argv[i]);
-            return el_cli_usage(c.cmd, msg, c.json);
-        }
-    }
+    const el_cli_flag flags[] = {{"-o", &out, NULL}, {"--out", &out, NULL}, {NULL, NULL, NULL}};
+    if (el_cli_parse(&c, argc, argv, flags, &ids, 1) < 0)
+        return 1;
     if (c.help) {
         fputs(bundle_help, stdout);
         return 0;

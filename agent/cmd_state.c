@@ -44,15 +44,46 @@ int el_cli_state_fail(el_cli_state *c, const el_error *err)
     return el_cli_fail(err, c->json);
 }
 
-int el_cli_state_only(el_cli_state *c, int argc, char **argv, const char *help)
+int el_cli_parse(el_cli_state *c, int argc, char **argv, const el_cli_flag *flags,
+                 const char **pos, int maxpos)
 {
+    int n = 0;
     for (int i = 1; i < argc; i++) {
         int k = el_cli_state_common(c, argc, argv, &i);
         if (k < 0)
-            return 1;
-        if (!k)
-            return el_cli_usage(c->cmd, "unexpected argument", c->json);
+            return -1;
+        if (k)
+            continue;
+        const el_cli_flag *f = flags;
+        while (f && f->name && strcmp(f->name, argv[i]))
+            f++;
+        char msg[160];
+        if (f && f->name) {
+            if (!f->value) {
+                *f->set = 1;
+                continue;
+            }
+            if (i + 1 < argc) {
+                *f->value = argv[++i];
+                continue;
+            }
+            snprintf(msg, sizeof msg, "%s needs a value", argv[i]);
+        } else if (argv[i][0] != '-' && n < maxpos) {
+            pos[n++] = argv[i];
+            continue;
+        } else {
+            snprintf(msg, sizeof msg, "unexpected argument '%s'", argv[i]);
+        }
+        el_cli_usage(c->cmd, msg, c->json);
+        return -1;
     }
+    return n;
+}
+
+int el_cli_state_only(el_cli_state *c, int argc, char **argv, const char *help)
+{
+    if (el_cli_parse(c, argc, argv, NULL, NULL, 0) < 0)
+        return 1;
     if (c->help) {
         fputs(help, stdout);
         return 0;
@@ -118,17 +149,9 @@ int el_cmd_init(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "init"};
     const char *model = NULL;
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (k)
-            continue;
-        if (!strcmp(argv[i], "--model") && i + 1 < argc)
-            model = argv[++i];
-        else
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-    }
+    const el_cli_flag flags[] = {{"--model", &model, NULL}, {NULL, NULL, NULL}};
+    if (el_cli_parse(&c, argc, argv, flags, NULL, 0) < 0)
+        return 1;
     if (c.help) {
         fputs(init_help, stdout);
         return 0;
@@ -178,19 +201,9 @@ int el_cmd_ingest(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "ingest"};
     const char *file = NULL, *split_text = NULL;
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (k)
-            continue;
-        if (!strcmp(argv[i], "--split") && i + 1 < argc)
-            split_text = argv[++i];
-        else if (argv[i][0] != '-' && !file)
-            file = argv[i];
-        else
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-    }
+    const el_cli_flag flags[] = {{"--split", &split_text, NULL}, {NULL, NULL, NULL}};
+    if (el_cli_parse(&c, argc, argv, flags, &file, 1) < 0)
+        return 1;
     if (c.help) {
         fputs(ingest_help, stdout);
         return 0;
@@ -291,17 +304,9 @@ int el_cmd_audit(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "audit"};
     int verify = 0;
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (k)
-            continue;
-        if (!strcmp(argv[i], "--verify"))
-            verify = 1;
-        else
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-    }
+    const el_cli_flag flags[] = {{"--verify", NULL, &verify}, {NULL, NULL, NULL}};
+    if (el_cli_parse(&c, argc, argv, flags, NULL, 0) < 0)
+        return 1;
     if (c.help) {
         fputs(audit_help, stdout);
         return 0;
@@ -477,19 +482,10 @@ int el_cmd_health(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "health"};
     const char *probe = NULL, *ref = NULL;
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(&c, argc, argv, &i);
-        if (k < 0)
-            return 1;
-        if (k)
-            continue;
-        if (!strcmp(argv[i], "--probe-loss") && i + 1 < argc)
-            probe = argv[++i];
-        else if (!strcmp(argv[i], "--ref-loss") && i + 1 < argc)
-            ref = argv[++i];
-        else
-            return el_cli_usage(c.cmd, "unexpected argument", c.json);
-    }
+    const el_cli_flag flags[] = {
+        {"--probe-loss", &probe, NULL}, {"--ref-loss", &ref, NULL}, {NULL, NULL, NULL}};
+    if (el_cli_parse(&c, argc, argv, flags, NULL, 0) < 0)
+        return 1;
     if (c.help) {
         fputs(health_help, stdout);
         return 0;

@@ -20,6 +20,21 @@ typedef struct el_cli_state {
  * its value (the usage error is printed; exit 1). */
 int el_cli_state_common(el_cli_state *c, int argc, char **argv, int *i);
 
+/* A command's own flag: NAME takes the next argument into *VALUE, or, with
+ * VALUE NULL, sets *SET to 1. */
+typedef struct el_cli_flag {
+    const char *name;
+    const char **value;
+    int *set;
+} el_cli_flag;
+
+/* Parses a command line: the common options, FLAGS (ended by a NULL name;
+ * FLAGS may be NULL) and up to MAXPOS positional arguments into POS.
+ * Returns the number of positionals, or -1 after printing the usage error
+ * (an unknown argument, one too many, a flag without its value). */
+int el_cli_parse(el_cli_state *c, int argc, char **argv, const el_cli_flag *flags,
+                 const char **pos, int maxpos);
+
 /* Parses the command line of a command that takes the common options only.
  * Returns -1 to go on, or the exit status to return at once: 0 after
  * printing HELP for --help, non-zero after a usage error. */

@@ -16,34 +16,6 @@
 #include "daemon/agent.h"
 #include "daemon/device.h"
 
-/* Parses the flags every version command shares plus positional arguments
- * into POS (at most MAXPOS). Returns -1 after printing a usage error, else
- * the number of positionals; command-specific flags are left to ONFLAG,
- * which returns 1 when it consumed ARGV[*I], 0 when unknown. */
-typedef int (*flag_fn)(void *ctx, int argc, char **argv, int *i);
-
-static int parse(el_cli_state *c, int argc, char **argv, const char **pos, int maxpos,
-                 flag_fn onflag, void *ctx)
-{
-    int n = 0;
-    for (int i = 1; i < argc; i++) {
-        int k = el_cli_state_common(c, argc, argv, &i);
-        if (k < 0)
-            return -1;
-        if (k)
-            continue;
-        if (onflag && onflag(ctx, argc, argv, &i))
-            continue;
-        if (argv[i][0] != '-' && n < maxpos) {
-            pos[n++] = argv[i];
-            continue;
-        }
-        el_cli_usage(c->cmd, "unexpected argument", c->json);
-        return -1;
-    }
-    return n;
-}
-
 static int need_id(el_cli_state *c, const char *text, int64_t *id)
 {
     if (!text || el_cli_state_id(text, id))
@@ -52,14 +24,14 @@ static int need_id(el_cli_state *c, const char *text, int64_t *id)
     return 0;
 }
 
-/* The command line of a command on one version ID (plus the flags ONFLAG
- * takes): parse, --help, the ID. Returns -1 to go on with *ID set, or the
+/* The command line of a command on one version ID (plus FLAGS, may be
+ * NULL): parse, --help, the ID. Returns -1 to go on with *ID set, or the
  * exit status to return at once. */
-static int parse_id(el_cli_state *c, int argc, char **argv, const char *help, flag_fn onflag,
-                    void *ctx, int64_t *id)
+static int parse_id(el_cli_state *c, int argc, char **argv, const char *help,
+                    const el_cli_flag *flags, int64_t *id)
 {
     const char *pos[1] = {NULL};
-    if (parse(c, argc, argv, pos, 1, onflag, ctx) < 0)
+    if (el_cli_parse(c, argc, argv, flags, pos, 1) < 0)
         return 1;
     if (c->help) {
         fputs(help, stdout);
@@ -111,8 +83,7 @@ static const char versions_help[] =
 int el_cmd_versions(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "versions"};
-    const char *pos[1];
-    if (parse(&c, argc, argv, pos, 0, NULL, NULL) < 0)
+    if (el_cli_parse(&c, argc, argv, NULL, NULL, 0) < 0)
         return 1;
     if (c.help) {
         fputs(versions_help, stdout);
@@ -169,7 +140,7 @@ int el_cmd_show(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "show"};
     int64_t id;
-    int rc = parse_id(&c, argc, argv, show_help, NULL, NULL, &id);
+    int rc = parse_id(&c, argc, argv, show_help, NULL, &id);
     if (rc >= 0)
         return rc;
     el_store *s;
@@ -206,7 +177,7 @@ int el_cmd_lineage(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "lineage"};
     int64_t id;
-    int rc = parse_id(&c, argc, argv, lineage_help, NULL, NULL, &id);
+    int rc = parse_id(&c, argc, argv, lineage_help, NULL, &id);
     if (rc >= 0)
         return rc;
     el_store *s;
@@ -265,7 +236,7 @@ int el_cmd_activate(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "activate"};
     int64_t id;
-    int rc = parse_id(&c, argc, argv, activate_help, NULL, NULL, &id);
+    int rc = parse_id(&c, argc, argv, activate_help, NULL, &id);
     if (rc >= 0)
         return rc;
     json_t *reply;
@@ -309,21 +280,12 @@ static const char rollback_help[] =
     "EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an agent that\n"
     "holds agent.lock but does not answer; then exit 1, nothing changed.\n";
 
-static int rollback_flag(void *ctx, int argc, char **argv, int *i)
-{
-    const char **to = ctx;
-    if (!strcmp(argv[*i], "--to") && *i + 1 < argc) {
-        *to = argv[++*i];
-        return 1;
-    }
-    return 0;
-}
-
 int el_cmd_rollback(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "rollback"};
-    const char *pos[1], *to = NULL;
-    if (parse(&c, argc, argv, pos, 0, rollback_flag, &to) < 0)
+    const char *to = NULL;
+    const el_cli_flag flags[] = {{"--to", &to, NULL}, {NULL, NULL, NULL}};
+    if (el_cli_parse(&c, argc, argv, flags, NULL, 0) < 0)
         return 1;
     if (c.help) {
         fputs(rollback_help, stdout);
@@ -393,7 +355,7 @@ static int pin_common(int argc, char **argv, int pin)
 {
     el_cli_state c = {.cmd = pin ? "pin" : "unpin"};
     const char *pos[1] = {NULL};
-    if (parse(&c, argc, argv, pos, pin ? 1 : 0, NULL, NULL) < 0)
+    if (el_cli_parse(&c, argc, argv, NULL, pos, pin ? 1 : 0) < 0)
         return 1;
     if (c.help) {
         fputs(pin_help, stdout);
@@ -464,20 +426,6 @@ typedef struct feedback_args {
     const char *version;
 } feedback_args;
 
-static int feedback_flag(void *ctx, int argc, char **argv, int *i)
-{
-    feedback_args *f = ctx;
-    if (!strcmp(argv[*i], "--accept"))
-        f->accept = 1;
-    else if (!strcmp(argv[*i], "--reject"))
-        f->reject = 1;
-    else if (!strcmp(argv[*i], "--version") && *i + 1 < argc)
-        f->version = argv[++*i];
-    else
-        return 0;
-    return 1;
-}
-
 /* What feedback did, from the agent's answer or the direct path. */
 typedef struct feedback_result {
     int64_t version, active, queued;
@@ -520,8 +468,11 @@ int el_cmd_feedback(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "feedback"};
     feedback_args f = {0};
-    const char *pos[1];
-    if (parse(&c, argc, argv, pos, 0, feedback_flag, &f) < 0)
+    const el_cli_flag flags[] = {{"--accept", NULL, &f.accept},
+                                 {"--reject", NULL, &f.reject},
+                                 {"--version", &f.version, NULL},
+                                 {NULL, NULL, NULL}};
+    if (el_cli_parse(&c, argc, argv, flags, NULL, 0) < 0)
         return 1;
     if (c.help) {
         fputs(feedback_help, stdout);
@@ -580,22 +531,13 @@ static const char export_help[] =
     "adapter_model.safetensors, ...), every blob verified against its hash\n"
     "first; a corrupted blob is reported (exit 2) and nothing is written.\n";
 
-static int export_flag(void *ctx, int argc, char **argv, int *i)
-{
-    const char **dir = ctx;
-    if (!strcmp(argv[*i], "--peft") && *i + 1 < argc) {
-        *dir = argv[++*i];
-        return 1;
-    }
-    return 0;
-}
-
 int el_cmd_export(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "export"};
     const char *dir = NULL;
+    const el_cli_flag flags[] = {{"--peft", &dir, NULL}, {NULL, NULL, NULL}};
     int64_t id;
-    int rc = parse_id(&c, argc, argv, export_help, export_flag, &dir, &id);
+    int rc = parse_id(&c, argc, argv, export_help, flags, &id);
     if (rc >= 0)
         return rc;
     if (!dir)
@@ -631,32 +573,17 @@ typedef struct register_args {
     int activate;
 } register_args;
 
-static int register_flag(void *ctx, int argc, char **argv, int *i)
-{
-    register_args *r = ctx;
-    if (!strcmp(argv[*i], "--activate")) {
-        r->activate = 1;
-        return 1;
-    }
-    if (*i + 1 >= argc)
-        return 0;
-    if (!strcmp(argv[*i], "--parent"))
-        r->parent = argv[++*i];
-    else if (!strcmp(argv[*i], "--metrics"))
-        r->metrics = argv[++*i];
-    else if (!strcmp(argv[*i], "--recipe"))
-        r->recipe = argv[++*i];
-    else
-        return 0;
-    return 1;
-}
-
 int el_cmd_register_adapter(int argc, char **argv)
 {
     el_cli_state c = {.cmd = "register-adapter"};
     register_args r = {0};
+    const el_cli_flag flags[] = {{"--activate", NULL, &r.activate},
+                                 {"--parent", &r.parent, NULL},
+                                 {"--metrics", &r.metrics, NULL},
+                                 {"--recipe", &r.recipe, NULL},
+                                 {NULL, NULL, NULL}};
     const char *pos[1] = {NULL};
-    if (parse(&c, argc, argv, pos, 1, register_flag, &r) < 0)
+    if (el_cli_parse(&c, argc, argv, flags, pos, 1) < 0)
         return 1;
     if (c.help) {
         fputs(register_help, stdout);
