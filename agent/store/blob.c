@@ -447,7 +447,7 @@ int el_store_gc(el_store *s, int64_t need_bytes, el_store_gc_stats *stats,
         int64_t again = 0;
         if (el_store_blob_path(s, freed[i].hash, path, sizeof path))
             continue;
-        if (blob_recorded(s, freed[i].hash, &again, err))
+        if ((rc = blob_recorded(s, freed[i].hash, &again, err)))
             goto fail;
         if (again)
             continue;
