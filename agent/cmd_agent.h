@@ -18,4 +18,11 @@
  * --json output, and otherwise the same thing either way. */
 int el_cli_route(el_cli_state *c, json_t *request, json_t **reply, int *lock_fd);
 
+/* The --help paragraph of a routed command. */
+#define EL_CLI_ROUTED_HELP                                                              \
+    "While an agent runs on the state this goes through its socket (--json\n"           \
+    "adds \"via\": \"agent\", else \"direct\"); same output and exit status.\n"         \
+    "EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an agent that\n"          \
+    "holds agent.lock but does not answer; then exit 1, nothing changed.\n"
+
 #endif

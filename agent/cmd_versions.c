@@ -227,10 +227,7 @@ static const char activate_help[] =
     "rolled_back or retired versions, the active version, a candidate without a\n"
     "passed gate, and any change while the active version is pinned or on\n"
     "probation.\n"
-    "While an agent runs on the state this goes through its socket (--json\n"
-    "adds \"via\": \"agent\", else \"direct\"); same output and exit status.\n"
-    "EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an agent that\n"
-    "holds agent.lock but does not answer; then exit 1, nothing changed.\n";
+    EL_CLI_ROUTED_HELP;
 
 int el_cmd_activate(int argc, char **argv)
 {
@@ -275,10 +272,7 @@ static const char rollback_help[] =
     "version is activated; --to ID activates that good version; --to base runs\n"
     "the base model alone. Refused (exit 3) when there is no good version to\n"
     "go to, or while pinned.\n"
-    "While an agent runs on the state this goes through its socket (--json\n"
-    "adds \"via\": \"agent\", else \"direct\"); same output and exit status.\n"
-    "EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an agent that\n"
-    "holds agent.lock but does not answer; then exit 1, nothing changed.\n";
+    EL_CLI_ROUTED_HELP;
 
 int el_cmd_rollback(int argc, char **argv)
 {
@@ -346,10 +340,7 @@ static const char pin_help[] =
     "retention keeps it until unpin. A failing probation still rolls it back.\n"
     "Refused (exit 3): pinning a version that is not the active one, unpin\n"
     "when nothing is pinned.\n"
-    "While an agent runs on the state this goes through its socket (--json\n"
-    "adds \"via\": \"agent\", else \"direct\"); same output and exit status.\n"
-    "EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an agent that\n"
-    "holds agent.lock but does not answer; then exit 1, nothing changed.\n";
+    EL_CLI_ROUTED_HELP;
 
 static int pin_common(int argc, char **argv, int pin)
 {
@@ -416,10 +407,7 @@ static const char feedback_help[] =
     "probation the reject rate over the last [probation] window events, once\n"
     "[probation] min_events exist, above max_reject_rate rolls the version back;\n"
     "after [probation] events events (or hours) it becomes good.\n"
-    "While an agent runs on the state this goes through its socket (--json\n"
-    "adds \"via\": \"agent\", else \"direct\"); same output and exit status.\n"
-    "EDGELOOP_AGENT_WAIT_S (default 15): how long to wait for an agent that\n"
-    "holds agent.lock but does not answer; then exit 1, nothing changed.\n";
+    EL_CLI_ROUTED_HELP;
 
 typedef struct feedback_args {
     int accept, reject;
