@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,9 +85,12 @@ static int io_error(el_error *err, const char *path, const char *what, int e)
 int el_fs_write_atomic(const char *path, const void *data, size_t len,
                        mode_t mode, el_error *err)
 {
+    /* one temporary file per call: threads of one process may write the
+     * same path at once (identical content-addressed blobs) */
+    static atomic_ulong serial;
     char tmp[PATH_MAX];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >=
-        (int)sizeof tmp)
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld.%lu", path, (long)getpid(),
+                 atomic_fetch_add(&serial, 1)) >= (int)sizeof tmp)
         return el_error_set(err, EL_EINPUT, "path too long: %s", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0)

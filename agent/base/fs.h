@@ -3,8 +3,9 @@
  * Invariants of el_fs_write_atomic:
  *  1. The target path holds either its old content or the complete new
  *     content, never a mix, whatever instant the process dies at.
- *  2. Order on disk: data written to PATH.tmp.PID, fsync(tmp), rename(tmp,
- *     path), fsync(directory). Only after the directory fsync returns is the
+ *  2. Order on disk: data written to PATH.tmp.PID.N (N unique per call, so
+ *     threads writing the same path do not share one), fsync(tmp),
+ *     rename(tmp, path), fsync(directory). Only after the directory fsync returns is the
  *     new content durable; callers commit their database after that.
  *  3. On any error the temporary file is removed and the target untouched.
  */

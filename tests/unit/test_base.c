@@ -1,6 +1,8 @@
 /* agent/base: SHA-256 against FIPS 180-4 vectors, JSON limits, atomic
  * writes, arena, allocation failure injection, error model, digest set. */
+#include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,10 +105,87 @@ static void test_fs(void)
     CHECK_OK(el_fs_read_file(path, 100, &buf, &len, &err), &err);
     CHECK(len == 5 && memcmp(buf, "hello", 5) == 0);
     el_free(buf);
-    char tmp[600];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    CHECK(!el_fs_exists(tmp));
+    DIR *d = opendir(sub);
+    CHECK(d != NULL);
+    for (struct dirent *e; (e = readdir(d));)
+        CHECK(!strstr(e->d_name, ".tmp."));
+    closedir(d);
 
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+/* Threads of one process writing the same path at once (a hub's workers
+ * storing the same content-addressed blob) must each succeed and leave the
+ * whole content: each write has a temporary file of its own. */
+#define RACE_WRITERS 4
+#define RACE_ROUNDS 60
+#define RACE_LEN (256 * 1024)
+
+typedef struct race_arg {
+    const char *path;
+    const uint8_t *data;
+    int failures;
+    int torn;
+} race_arg;
+
+static void *race_writer(void *p)
+{
+    race_arg *a = p;
+    for (int i = 0; i < RACE_ROUNDS; i++) {
+        el_error err = {0};
+        if (el_fs_write_atomic(a->path, a->data, RACE_LEN, 0644, &err)) {
+            a->failures++;
+            continue;
+        }
+        struct stat st;
+        if (stat(a->path, &st) != 0 || st.st_size != RACE_LEN)
+            a->torn++;
+    }
+    return NULL;
+}
+
+static void test_fs_concurrent_writers(void)
+{
+    char dir[] = "/tmp/el-test-race-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char path[512];
+    snprintf(path, sizeof path, "%s/blob", dir);
+    uint8_t *data = el_malloc(RACE_LEN);
+    CHECK(data != NULL);
+    for (size_t i = 0; i < RACE_LEN; i++)
+        data[i] = (uint8_t)(i * 31 + 7);
+    pthread_t t[RACE_WRITERS];
+    race_arg a[RACE_WRITERS];
+    for (int i = 0; i < RACE_WRITERS; i++) {
+        a[i] = (race_arg){path, data, 0, 0};
+        CHECK(pthread_create(&t[i], NULL, race_writer, &a[i]) == 0);
+    }
+    int failures = 0, torn = 0;
+    for (int i = 0; i < RACE_WRITERS; i++) {
+        pthread_join(t[i], NULL);
+        failures += a[i].failures;
+        torn += a[i].torn;
+    }
+    CHECK(failures == 0);
+    CHECK(torn == 0);
+    uint8_t *back;
+    size_t len;
+    el_error err;
+    CHECK_OK(el_fs_read_file(path, RACE_LEN, &back, &len, &err), &err);
+    CHECK(len == RACE_LEN && memcmp(back, data, RACE_LEN) == 0);
+    el_free(back);
+    /* no temporary file is left behind */
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    int entries = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            entries++;
+    closedir(d);
+    CHECK(entries == 1);
+    el_free(data);
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
@@ -205,6 +284,7 @@ int main(void)
     test_sha256();
     test_json();
     test_fs();
+    test_fs_concurrent_writers();
     test_arena_alloc();
     test_error();
     test_digest_set();
