@@ -8,7 +8,11 @@
  *     PostgreSQL backend would pool connections instead.
  *  2. Blobs: DIR/blobs/sha256/ab/cdef... written with el_fs_write_atomic
  *     (tmp, fsync, rename, fsync dir) before the row that names them is
- *     committed. Writing the same blob twice is harmless (same content).
+ *     committed. A shard directory made for a blob has its parent fsynced
+ *     before the blob is written, else a power cut could take the directory
+ *     and the blob with it after the row committed. Writing the same blob
+ *     twice is harmless (same content), also from two workers at once: each
+ *     write has a temporary file of its own.
  *  3. Schema versions by PRAGMA user_version; migrate() brings an older file
  *     forward in one transaction.
  */
@@ -19,6 +23,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -35,6 +40,7 @@ typedef struct sqlite_store {
     sqlite3 *db;
     pthread_mutex_t lock;
     char dir[4096];
+    atomic_char shard_ready[256];   /* blobs/sha256/XX known durable */
 } sqlite_store;
 
 static const char schema_v1[] =
@@ -171,6 +177,15 @@ static int blob_path(sqlite_store *st, const char *sha, char *out, size_t n, el_
     return 0;
 }
 
+/* The value of the first two hex digits of SHA (validated by blob_path). */
+static int hex_byte(const char *sha)
+{
+    int v = 0;
+    for (int i = 0; i < 2; i++)
+        v = v * 16 + (sha[i] <= '9' ? sha[i] - '0' : sha[i] - 'a' + 10);
+    return v;
+}
+
 static void st_destroy(el_hub_store *s)
 {
     sqlite_store *st = (sqlite_store *)s;
@@ -185,7 +200,7 @@ static int st_blob_put(el_hub_store *s, const void *data, size_t len, char *sha,
                        el_error *err)
 {
     sqlite_store *st = (sqlite_store *)s;
-    char path[4200], dir[4200];
+    char path[4200], dir[4200], parent[4200];
     el_sha256_hex(data, len, sha);
     int rc = blob_path(st, sha, path, sizeof path, err);
     if (rc)
@@ -193,9 +208,19 @@ static int st_blob_put(el_hub_store *s, const void *data, size_t len, char *sha,
     struct stat sb;
     if (stat(path, &sb) == 0 && (uint64_t)sb.st_size == len)
         return 0;   /* content-addressed: already durable */
-    snprintf(dir, sizeof dir, "%s/blobs/sha256/%.2s", st->dir, sha);
-    if ((rc = el_fs_mkdirs(dir, 0755, err)) != 0)
-        return rc;
+    int shard = hex_byte(sha);
+    if (!atomic_load(&st->shard_ready[shard])) {
+        snprintf(dir, sizeof dir, "%s/blobs/sha256/%.2s", st->dir, sha);
+        if (!el_fs_exists(dir)) {
+            /* the shard's own directory entry must be durable before a
+             * blob inside it can be */
+            snprintf(parent, sizeof parent, "%s/blobs/sha256", st->dir);
+            if ((rc = el_fs_mkdirs(dir, 0755, err)) != 0 ||
+                (rc = el_fs_fsync_dir(parent, 1, err)) != 0)
+                return rc;
+        }
+        atomic_store(&st->shard_ready[shard], 1);
+    }
     return el_fs_write_atomic(path, data, len, 0644, err);
 }
 
@@ -651,6 +676,11 @@ int el_hub_store_sqlite_open(const char *dir, el_hub_store **out, el_error *err)
     }
     snprintf(path, sizeof path, "%s/blobs/sha256", dir);
     if ((rc = el_fs_mkdirs(path, 0755, err)) != 0)
+        goto fail;
+    /* a first start made these directories: their entries must be durable
+     * before any blob in them is */
+    snprintf(path, sizeof path, "%s/blobs", dir);
+    if ((rc = el_fs_fsync_dir(path, 1, err)) != 0 || (rc = el_fs_fsync_dir(dir, 1, err)) != 0)
         goto fail;
     snprintf(path, sizeof path, "%s/hub.db", dir);
     if (sqlite3_open_v2(path, &st->db,

@@ -3,8 +3,9 @@
  * restarted, with the client retrying under jittered backoff until the hub
  * holds exactly one copy; a download cut mid-way and resumed with Range (and
  * a corrupt partial file refused and restarted); `edgeloop-hub import` with
- * the same checks as an upload; SIGTERM with an idle keep-alive connection
- * open. argv[1]: the edgeloop-hub executable. */
+ * the same checks as an upload, and its system calls in crash-safe order
+ * (strace); SIGTERM with an idle keep-alive connection open.
+ * argv[1]: the edgeloop-hub executable. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -184,6 +185,144 @@ static void test_import(void)
     CHECK(count_versions() == 2);
 }
 
+/* kill -9 cannot show a missing fsync: read the system calls of an import
+ * into an empty data directory and check, for each blob, the order
+ *   mkdir(shard) -> fsync(blobs/sha256) (only when the shard is new),
+ *   write(tmp) -> fsync(tmp) -> rename(tmp, blob) -> fsync(shard),
+ * and that the metadata commit (hub.db-wal synced) comes after all of it. */
+#define TRACE_MAX 64
+
+typedef struct blob_trace {
+    char final[700], tmp[700], shard[700];
+    long mkdir_at, parent_sync, write_at, tmp_sync, rename_at, dir_sync;
+} blob_trace;
+
+/* The path inside the first <...> of LINE (strace -y) into OUT. */
+static void fd_path(const char *line, char *out, size_t n)
+{
+    out[0] = '\0';
+    const char *a = strchr(line, '<'), *b = a ? strchr(a, '>') : NULL;
+    if (a && b && (size_t)(b - a - 1) < n) {
+        memcpy(out, a + 1, (size_t)(b - a - 1));
+        out[b - a - 1] = '\0';
+    }
+}
+
+/* The Ith quoted string of LINE into OUT. */
+static int quoted(const char *line, int i, char *out, size_t n)
+{
+    const char *p = line;
+    for (int k = 0; k <= i; k++) {
+        const char *a = strchr(p, '"'), *b = a ? strchr(a + 1, '"') : NULL;
+        if (!b)
+            return -1;
+        if (k == i) {
+            if ((size_t)(b - a - 1) >= n)
+                return -1;
+            memcpy(out, a + 1, (size_t)(b - a - 1));
+            out[b - a - 1] = '\0';
+            return 0;
+        }
+        p = b + 1;
+    }
+    return -1;
+}
+
+static void test_import_syscall_order(void)
+{
+    if (system("command -v strace >/dev/null 2>&1") != 0) {
+        printf("strace is not installed: syscall order not checked\n");
+        return;
+    }
+    el_delta_set v = {0};
+    el_fleetkit_adapter(&v, 32, 1, 0.02f, 78);
+    uint8_t *bytes;
+    size_t len;
+    char id[65], path[700], log[700], data[700], cmd[4096];
+    el_fleetkit_delta(&fleet, "dev1", &v, NULL, EL_DELTA_Q8, &bytes, &len, id, NULL);
+    el_fleetkit_write(&fleet, "trace.elb", bytes, len);
+    el_fleetkit_path(&fleet, "trace.elb", path, sizeof path);
+    el_fleetkit_path(&fleet, "trace.log", log, sizeof log);
+    el_fleetkit_path(&fleet, "data-trace", data, sizeof data);
+    const char *d = fleet.dir;
+    /* LeakSanitizer cannot run under ptrace */
+    snprintf(cmd, sizeof cmd,
+             "ASAN_OPTIONS=\"${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0\" strace -f -y -o %s "
+             "-e trace=mkdir,openat,write,pwrite64,fsync,fdatasync,rename "
+             "'%s' import '%s' --ca %s/ca.crt --root %s/root.elb --data %s >>%s/import.log 2>&1",
+             log, hub_exe, path, d, d, data, d);
+    CHECK(system(cmd) == 0);
+    el_free(bytes);
+    el_delta_set_finish(&v);
+
+    char blobs[720], wal[720];
+    snprintf(blobs, sizeof blobs, "%s/blobs/sha256", data);
+    snprintf(wal, sizeof wal, "%s/hub.db-wal", data);
+    blob_trace t[TRACE_MAX];
+    int nt = 0;
+    long last_wal_sync = 0;
+    char line[8192], p[700];
+    FILE *f = fopen(log, "r");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    /* first pass: the renames into the store name the blobs and their tmp */
+    for (long no = 1; fgets(line, sizeof line, f); no++) {
+        char from[700], to[700];
+        if (strstr(line, " rename(") && !quoted(line, 0, from, sizeof from) &&
+            !quoted(line, 1, to, sizeof to) && !strncmp(to, blobs, strlen(blobs)) &&
+            nt < TRACE_MAX) {
+            blob_trace *b = &t[nt++];
+            memset(b, 0, sizeof *b);
+            snprintf(b->final, sizeof b->final, "%s", to);
+            snprintf(b->tmp, sizeof b->tmp, "%s", from);
+            snprintf(b->shard, sizeof b->shard, "%s", to);
+            *strrchr(b->shard, '/') = '\0';
+            b->rename_at = no;
+        }
+    }
+    CHECK(nt >= 2);   /* the bundle, the rebuilt adapter (and the root) */
+    rewind(f);
+    for (long no = 1; fgets(line, sizeof line, f); no++) {
+        int is_sync = strstr(line, " fsync(") || strstr(line, " fdatasync(");
+        int is_write = strstr(line, " write(") || strstr(line, " pwrite64(");
+        char q[700];
+        fd_path(line, p, sizeof p);
+        if (is_sync && !strcmp(p, wal))
+            last_wal_sync = no;
+        for (int i = 0; i < nt; i++) {
+            blob_trace *b = &t[i];
+            if (strstr(line, " mkdir(") && !quoted(line, 0, q, sizeof q) &&
+                !strcmp(q, b->shard) && strstr(line, ") = 0"))
+                b->mkdir_at = no;
+            if (is_sync && !strcmp(p, blobs) && b->mkdir_at && !b->parent_sync)
+                b->parent_sync = no;
+            if (is_write && !strcmp(p, b->tmp))
+                b->write_at = no;
+            if (is_sync && !strcmp(p, b->tmp))
+                b->tmp_sync = no;
+            if (is_sync && !strcmp(p, b->shard) && no > b->rename_at && !b->dir_sync)
+                b->dir_sync = no;
+        }
+    }
+    fclose(f);
+    int created = 0;
+    for (int i = 0; i < nt; i++) {
+        blob_trace *b = &t[i];
+        printf("%s: mkdir@%ld parent-sync@%ld write@%ld fsync@%ld rename@%ld dirsync@%ld "
+               "commit@%ld\n",
+               b->final + strlen(data), b->mkdir_at, b->parent_sync, b->write_at, b->tmp_sync,
+               b->rename_at, b->dir_sync, last_wal_sync);
+        if (b->mkdir_at) {
+            created++;
+            CHECK(b->parent_sync > b->mkdir_at && b->parent_sync < b->write_at);
+        }
+        CHECK(b->write_at > 0 && b->tmp_sync > b->write_at && b->rename_at > b->tmp_sync &&
+              b->dir_sync > b->rename_at && last_wal_sync > b->dir_sync);
+    }
+    CHECK(created >= 1);   /* an empty store: at least one shard was made */
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -209,6 +348,7 @@ int main(int argc, char **argv)
     test_download_resume(bundle, len, blob);
     test_sigterm_idle();
     test_import();
+    test_import_syscall_order();
     el_free(bundle);
     el_fleetkit_finish(&fleet);
     return el_test_done("test_hub_fault");
