@@ -30,7 +30,7 @@ if [ "${EDGELOOP_SKIP_SANITIZE:-0}" != 1 ]; then
     --num-processes "$jobs" --suite unit --suite crypto | tee -a "$summary"
   # the hub's threads (workers, poller, shared key tables) under the sanitizers
   ASAN_OPTIONS=detect_leaks=1 meson test -C build-asan --print-errorlogs \
-    --num-processes "$jobs" test_tls test_hub_api test_hub_fault test_hub_http | tee -a "$summary"
+    --num-processes "$jobs" test_tls test_hub_api test_hub_fault test_hub_http test_hub_store | tee -a "$summary"
 fi
 count() { awk -v k="$1" '$1 == k":" { n += $2 } END { print n + 0 }' "$summary"; }
 echo "tools/test.sh: all suites passed"

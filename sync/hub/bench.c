@@ -1,16 +1,23 @@
 /* bench-hub: load generator for edgeloop-hub (tools/bench/hub runs it).
  *
- * N simulated devices (own certificate each) sync concurrently for a fixed
- * time: a TLS handshake, POST /v1/status with a signed audit head, PUT of a
- * real chained adapter delta (lora-delta-q8), GET /v1/releases. Once with a
- * full handshake per sync, once with session resumption. It prints syncs/s,
- * handshakes/s, p50/p99 sync latency, errors, the hub's CPU ms per sync
- * (from /proc), the load generator's CPU ms per sync, how many uploads were
- * new deltas (each device has 8, then re-sends its newest, which the hub
- * answers 200 without checking it again), peak RSS, and checks that every
- * bundle uploaded is stored exactly once. Client and hub share the machine:
- * the figures are a floor; 1000 * cores / (hub + client CPU ms per sync) is
- * the ceiling the CPU allows.
+ * N simulated devices (own certificate each) sync concurrently: a TLS
+ * handshake, POST /v1/status with a signed audit head, PUT of a real
+ * chained adapter delta (lora-delta-q8), GET /v1/releases. Three phases:
+ *   full+new  full handshakes, every upload a delta the hub has not seen
+ *             (it verifies, rebuilds and stores it); ends after S seconds
+ *             or when a device has used its K pre-made deltas;
+ *   full      full handshakes, each device re-sends its newest delta, which
+ *             the hub answers 200 from its record (a device with nothing
+ *             new to upload costs the hub about as much);
+ *   resumed   the same with session resumption.
+ * Before them each device syncs once, unmeasured (its first delta): the hub
+ * checks a device's certificate chain and builds its key table once.
+ * It prints syncs/s, handshakes/s, p50/p99 sync latency, errors, the hub's
+ * CPU ms per sync (from /proc), the load generator's CPU ms per sync, how
+ * many uploads were new deltas, peak RSS, and checks that every bundle
+ * uploaded is stored exactly once. Client and hub share the machine: the
+ * figures are a floor; 1000 * cores / (hub + client CPU ms per sync) is the
+ * ceiling the CPU allows.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -30,17 +37,18 @@
 #include "hub.h"
 
 #define DAY 86400
-#define DELTAS_PER_DEVICE 8
+#define DELTAS_DEFAULT 12
+#define DELTAS_MAX 256
 
 typedef struct device {
     char name[32], cn[32];
     el_client *client;
     el_crypto_key *key;       /* loaded once, as a running agent keeps it */
     char paths[2100];
-    uint8_t *bundles[DELTAS_PER_DEVICE];
-    size_t lens[DELTAS_PER_DEVICE];
-    char ids[DELTAS_PER_DEVICE][65];
-    int next_delta;
+    uint8_t **bundles;        /* K pre-made chained deltas */
+    size_t *lens;
+    char (*ids)[65];
+    int next_delta;           /* deltas uploaded so far */
     int64_t audit_seq;
     int64_t since;
     double *lat;              /* ms per sync */
@@ -52,6 +60,8 @@ typedef struct device {
 static el_fleetkit fleet;
 static atomic_int phase_stop;
 static int full_handshake;
+static int upload_new;        /* this phase uploads a new delta each sync */
+static int deltas_per_device = DELTAS_DEFAULT;
 
 static double now_ms(void)
 {
@@ -74,12 +84,13 @@ static int sync_once(device *d)
     json_decref(status);
     if (rc)
         goto fail;
-    int i = d->next_delta < DELTAS_PER_DEVICE ? d->next_delta : DELTAS_PER_DEVICE - 1;
+    /* a new delta, or the newest one again */
+    int i = upload_new ? d->next_delta : (d->next_delta ? d->next_delta - 1 : 0);
     int created;
     if ((rc = el_client_upload_bundle(d->client, d->ids[i], d->bundles[i], d->lens[i], &created,
                                       &err)) != 0)
         goto fail;
-    if (d->next_delta < DELTAS_PER_DEVICE)
+    if (i == d->next_delta)
         d->next_delta++;
     d->created += created;
     json_t *list = NULL;
@@ -97,6 +108,10 @@ static void *device_main(void *arg)
 {
     device *d = arg;
     while (!atomic_load(&phase_stop)) {
+        if (upload_new && d->next_delta == deltas_per_device) {
+            atomic_store(&phase_stop, 1);   /* out of new deltas: end the phase */
+            break;
+        }
         double t0 = now_ms();
         if (sync_once(d)) {
             d->errors++;
@@ -111,6 +126,35 @@ static void *device_main(void *arg)
         d->lat[d->n_lat++] = now_ms() - t0;
     }
     return NULL;
+}
+
+/* One sync per device before anything is measured: the hub meets each
+ * device's certificate and key for the first time (chain check, key table),
+ * which a running fleet has long done. */
+static void *warm_main(void *arg)
+{
+    device *d = arg;
+    if (sync_once(d))
+        d->errors++;
+    return NULL;
+}
+
+static long warm_up(device *devs, int n)
+{
+    pthread_t *threads = calloc((size_t)n, sizeof *threads);
+    if (!threads)
+        abort();
+    for (int i = 0; i < n; i++)
+        if (pthread_create(&threads[i], NULL, warm_main, &devs[i]))
+            abort();
+    long errors = 0;
+    for (int i = 0; i < n; i++) {
+        pthread_join(threads[i], NULL);
+        errors += devs[i].errors;
+        devs[i].errors = 0;
+    }
+    free(threads);
+    return errors;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -172,7 +216,9 @@ static long run_phase(device *devs, int n, int seconds, const char *label, int j
     for (int i = 0; i < n; i++)
         if (pthread_create(&threads[i], NULL, device_main, &devs[i]))
             abort();
-    sleep((unsigned)seconds);
+    /* the phase may end early (full+new: a device is out of deltas) */
+    while (!atomic_load(&phase_stop) && now_ms() - t0 < seconds * 1e3)
+        usleep(20000);
     atomic_store(&phase_stop, 1);
     for (int i = 0; i < n; i++)
         pthread_join(threads[i], NULL);
@@ -199,15 +245,16 @@ static long run_phase(device *devs, int n, int seconds, const char *label, int j
     double cpu_per = total ? (cpu1 - cpu0) / (double)total : 0;
     double self_per = total ? (self1 - self0) / (double)total : 0;
     if (json)
-        printf("{\"mode\":\"%s\",\"syncs\":%zu,\"syncs_per_s\":%.1f,\"handshakes_per_s\":%.1f,"
+        printf("{\"mode\":\"%s\",\"seconds\":%.1f,\"syncs\":%zu,\"syncs_per_s\":%.1f,"
+               "\"handshakes_per_s\":%.1f,"
                "\"p50_ms\":%.1f,\"p99_ms\":%.1f,\"errors\":%ld,\"new_deltas\":%ld,"
                "\"hub_cpu_ms_per_sync\":%.2f,\"client_cpu_ms_per_sync\":%.2f,"
                "\"hub_peak_rss_mib\":%.1f}\n",
-               label, total, rate, rate, p50, p99, errors, created, cpu_per, self_per,
+               label, wall, total, rate, rate, p50, p99, errors, created, cpu_per, self_per,
                (double)hwm / 1024.0);
     else
-        printf("%-8s %7zu %8.1f %13.1f %8.1f %8.1f %7ld %6ld %10.2f %10.2f %8.1f\n", label,
-               total, rate, rate, p50, p99, errors, created, cpu_per, self_per,
+        printf("%-8s %5.1f %7zu %8.1f %13.1f %8.1f %8.1f %7ld %6ld %10.2f %10.2f %8.1f\n",
+               label, wall, total, rate, rate, p50, p99, errors, created, cpu_per, self_per,
                (double)hwm / 1024.0);
     fflush(stdout);
     return errors;
@@ -215,10 +262,14 @@ static long run_phase(device *devs, int n, int seconds, const char *label, int j
 
 static void usage(void)
 {
-    printf("usage: bench-hub --hub PATH [--devices N] [--seconds S] [--workers W] [--json]\n"
-           "  N simulated devices (default 200) sync for S seconds (default 10) per mode:\n"
-           "  full handshakes, then session resumption. Exit 1 on any error or when a\n"
-           "  bundle is not stored exactly once.\n");
+    printf("usage: bench-hub --hub PATH [--devices N] [--seconds S] [--deltas K] [--workers W]\n"
+           "                 [--json]\n"
+           "  N simulated devices (default 200) sync for S seconds (default 10) per phase:\n"
+           "  full+new (full handshakes, every upload a new delta; ends early when a\n"
+           "  device has used its K pre-made deltas, default %d), full (full handshakes,\n"
+           "  the newest delta re-sent), resumed (session resumption, re-sent). Exit 1\n"
+           "  on any error or when a bundle is not stored exactly once.\n",
+           DELTAS_DEFAULT);
 }
 
 int main(int argc, char **argv)
@@ -232,6 +283,8 @@ int main(int argc, char **argv)
             n = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
             seconds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--deltas") && i + 1 < argc)
+            deltas_per_device = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--workers") && i + 1 < argc)
             workers = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--json"))
@@ -244,7 +297,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (!hub || n < 1 || n > 2000 || seconds < 1 || workers < 1) {
+    if (!hub || n < 1 || n > 2000 || seconds < 1 || workers < 1 || deltas_per_device < 1 ||
+        deltas_per_device > DELTAS_MAX) {
         usage();
         return 1;
     }
@@ -259,8 +313,13 @@ int main(int argc, char **argv)
         snprintf(d->cn, sizeof d->cn, "device-%04d", i);
         el_fleetkit_issue(&fleet, d->name, d->cn, "device", i % 2 ? "line-a" : "line-b",
                           now - DAY, now + 30 * DAY, 0, NULL);
+        d->bundles = calloc((size_t)deltas_per_device, sizeof *d->bundles);
+        d->lens = calloc((size_t)deltas_per_device, sizeof *d->lens);
+        d->ids = calloc((size_t)deltas_per_device, sizeof *d->ids);
+        if (!d->bundles || !d->lens || !d->ids)
+            abort();
         el_delta_set prev = {0};
-        for (int k = 0; k < DELTAS_PER_DEVICE; k++) {
+        for (int k = 0; k < deltas_per_device; k++) {
             /* a lossy chain continues from what the hub rebuilt */
             el_delta_set next = {0}, rebuilt = {0};
             el_fleetkit_adapter(&next, 64, 2, 0.02f, (uint64_t)i * 1000 + (uint64_t)k);
@@ -292,16 +351,20 @@ int main(int argc, char **argv)
         }
     }
     if (!json) {
-        printf("hub bench: %d devices, %d s per mode, %d hub workers, delta %zu bytes "
-               "(lora-delta-q8)\n",
-               n, seconds, workers, devs[0].lens[0]);
-        printf("mode       syncs  syncs/s  handshakes/s   p50 ms   p99 ms  errors    new"
+        printf("hub bench: %d devices, %d s per phase, %d hub workers, %d deltas per device, "
+               "delta %zu bytes (lora-delta-q8)\n",
+               n, seconds, workers, deltas_per_device, devs[0].lens[0]);
+        printf("phase     secs   syncs  syncs/s  handshakes/s   p50 ms   p99 ms  errors    new"
                "    hub CPU client CPU  hub RSS\n"
-               "                                                                 deltas"
+               "                                                                       deltas"
                "    ms/sync    ms/sync      MiB\n");
     }
     full_handshake = 1;
-    long errors = run_phase(devs, n, seconds, "full", json);
+    upload_new = 1;
+    long errors = warm_up(devs, n);
+    errors += run_phase(devs, n, seconds, "full+new", json);
+    upload_new = 0;
+    errors += run_phase(devs, n, seconds, "full", json);
     full_handshake = 0;
     errors += run_phase(devs, n, seconds, "resumed", json);
 
@@ -345,8 +408,11 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         el_client_destroy(devs[i].client);
         el_crypto_key_destroy(devs[i].key);
-        for (int k = 0; k < DELTAS_PER_DEVICE; k++)
+        for (int k = 0; k < deltas_per_device; k++)
             el_free(devs[i].bundles[k]);
+        free(devs[i].bundles);
+        free(devs[i].lens);
+        free(devs[i].ids);
         free(devs[i].lat);
     }
     free(devs);

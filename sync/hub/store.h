@@ -28,6 +28,7 @@
 
 #define EL_HUB_ID_MAX 65     /* 64 hex + NUL */
 #define EL_HUB_NAME_MAX 129
+#define EL_HUB_SEEN_GRANULARITY 60
 
 typedef struct el_hub_bundle_rec {
     char id[EL_HUB_ID_MAX];          /* bundle id: SHA-256 of the header */
@@ -38,6 +39,8 @@ typedef struct el_hub_bundle_rec {
     char encoding[33];
     int64_t received;                /* Unix seconds */
     int64_t seq;                     /* the hub's arrival order (output) */
+    char adapter_blob[EL_HUB_ID_MAX]; /* the rebuilt adapter of RESULT, recorded
+                                        with the row (empty: none) */
 } el_hub_bundle_rec;
 
 typedef struct el_hub_release_rec {
@@ -50,6 +53,8 @@ typedef struct el_hub_release_rec {
     int64_t expires;
     int64_t received;
     int64_t seq;                     /* output */
+    char adapter[EL_HUB_ID_MAX];     /* digest of the rebuilt adapter it ships */
+    char adapter_blob[EL_HUB_ID_MAX]; /* and its blob (both empty: none) */
 } el_hub_release_rec;
 
 typedef struct el_hub_store el_hub_store;
@@ -66,23 +71,26 @@ typedef struct el_hub_store_ops {
     int (*blob_read)(el_hub_store *s, const char *sha, uint64_t off, size_t len,
                      uint8_t *out, el_error *err);
 
+    /* Records REC and, when REC->adapter_blob is set, the rebuilt adapter
+     * REC->result -> adapter_blob, in one transaction. */
     int (*bundle_put)(el_hub_store *s, el_hub_bundle_rec *rec, int *created,
                       el_error *err);
     /* EL_ENOTFOUND when absent. */
     int (*bundle_get)(el_hub_store *s, const char *id, el_hub_bundle_rec *rec,
                       el_error *err);
-    /* Rebuilt adapters by their canonical digest (el_delta_digest): BLOB is
-     * the adapter encoded lossless from zeros. adapter_get gives
-     * EL_ENOTFOUND for an unknown digest. */
-    int (*adapter_put)(el_hub_store *s, const char *digest, const char *blob,
-                       el_error *err);
+    /* Rebuilt adapters by their canonical digest (el_delta_digest), as
+     * bundle_put and release_put record them: BLOB is the adapter encoded
+     * lossless from zeros. EL_ENOTFOUND for an unknown digest. */
     int (*adapter_get)(el_hub_store *s, const char *digest, char *blob, el_error *err);
     /* 1 in *OK when DEVICE may read blob SHA: a root, a release targeted at
      * it ("*", DEVICE or GROUP), or a bundle it uploaded. */
     int (*blob_allowed)(el_hub_store *s, const char *sha, const char *device,
                         const char *group, int *ok, el_error *err);
 
-    /* Records that DEVICE (group GROUP, certificate SERIAL) connected. */
+    /* Records that DEVICE (group GROUP, certificate SERIAL) connected. A
+     * backend may skip the write when the same device, group and serial
+     * were recorded less than EL_HUB_SEEN_GRANULARITY seconds ago
+     * (status_put sets last_seen exactly). */
     int (*device_seen)(el_hub_store *s, const char *device, const char *group,
                        const char *serial, int64_t now, el_error *err);
     /* Stores a status report and advances the audit head (contract 3). */
@@ -90,6 +98,8 @@ typedef struct el_hub_store_ops {
                       const char *audit_hash, const char *status_json, int64_t now,
                       el_error *err);
 
+    /* Records REC and, when REC->adapter_blob is set, the adapter
+     * REC->adapter -> adapter_blob, in one transaction. */
     int (*release_put)(el_hub_store *s, el_hub_release_rec *rec, int *created,
                        el_error *err);
     /* Releases with seq > SINCE whose target is "*", DEVICE or GROUP, in

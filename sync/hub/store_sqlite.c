@@ -15,6 +15,14 @@
  *     write has a temporary file of its own.
  *  3. Schema versions by PRAGMA user_version; migrate() brings an older file
  *     forward in one transaction.
+ *  4. Every connection reports its device (device_seen), but a sync's status
+ *     report sets last_seen anyway: a device seen again with the same group
+ *     and serial within EL_HUB_SEEN_GRANULARITY seconds is not written again
+ *     (one fsynced commit less per sync). A table slot per hash of the
+ *     device id; a collision only costs a write.
+ *  5. A delta's or adapter release's rebuilt adapter is recorded in the same
+ *     transaction as its bundle or release row: one commit, and no adapter
+ *     row without the upload that produced it.
  */
 #include "store.h"
 
@@ -35,12 +43,21 @@
 
 #define SCHEMA_VERSION 1
 
+#define SEEN_SLOTS 1024
+
+typedef struct seen_slot {
+    char device[EL_HUB_NAME_MAX];
+    uint64_t attrs;                 /* hash of group and serial */
+    int64_t at;                     /* when last written */
+} seen_slot;
+
 typedef struct sqlite_store {
     el_hub_store base;
     sqlite3 *db;
     pthread_mutex_t lock;
     char dir[4096];
     atomic_char shard_ready[256];   /* blobs/sha256/XX known durable */
+    seen_slot seen[SEEN_SLOTS];     /* device_seen writes, by device (note 4) */
 } sqlite_store;
 
 static const char schema_v1[] =
@@ -264,19 +281,46 @@ static int st_blob_read(el_hub_store *s, const char *sha, uint64_t off, size_t l
     return 0;
 }
 
+/* Inside a transaction: the rebuilt adapter DIGEST -> BLOB (none when
+ * BLOB is empty). */
+static int adapter_insert(sqlite_store *st, const char *digest, const char *blob,
+                          el_error *err)
+{
+    if (!blob[0])
+        return 0;
+    return run(st, "insert adapter", NULL, err,
+               "INSERT INTO adapters(digest, blob) VALUES(?,?) ON CONFLICT(digest) DO NOTHING",
+               "tt", digest, blob);
+}
+
+/* COMMIT when RC is 0, else ROLLBACK; returns the first error. */
+static int finish_tx(sqlite_store *st, int rc, el_error *err)
+{
+    if (!rc && (rc = exec(st, "COMMIT", err)) == 0)
+        return 0;
+    exec(st, "ROLLBACK", NULL);
+    return rc;
+}
+
 static int st_bundle_put(el_hub_store *s, el_hub_bundle_rec *rec, int *created,
                          el_error *err)
 {
     sqlite_store *st = (sqlite_store *)s;
     pthread_mutex_lock(&st->lock);
-    int rc = run(st, "insert bundle", created, err,
-                 "INSERT INTO bundles(id, device, blob, size, parent, result, base,"
-                 " encoding, received) VALUES(?,?,?,?,?,?,?,?,?)"
-                 " ON CONFLICT(id) DO NOTHING",
-                 "tttitttti", rec->id, rec->device, rec->blob, (int64_t)rec->size, rec->parent,
-                 rec->result, rec->base, rec->encoding, rec->received);
-    if (!rc)
-        rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
+    int rc = exec(st, "BEGIN IMMEDIATE", err);
+    if (!rc) {
+        rc = adapter_insert(st, rec->result, rec->adapter_blob, err);
+        if (!rc)
+            rc = run(st, "insert bundle", created, err,
+                     "INSERT INTO bundles(id, device, blob, size, parent, result, base,"
+                     " encoding, received) VALUES(?,?,?,?,?,?,?,?,?)"
+                     " ON CONFLICT(id) DO NOTHING",
+                     "tttitttti", rec->id, rec->device, rec->blob, (int64_t)rec->size,
+                     rec->parent, rec->result, rec->base, rec->encoding, rec->received);
+        if (!rc)
+            rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
+        rc = finish_tx(st, rc, err);
+    }
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -313,18 +357,6 @@ static int st_bundle_get(el_hub_store *s, const char *id, el_hub_bundle_rec *rec
     }
 out:
     sqlite3_finalize(stmt);
-    pthread_mutex_unlock(&st->lock);
-    return rc;
-}
-
-static int st_adapter_put(el_hub_store *s, const char *digest, const char *blob,
-                          el_error *err)
-{
-    sqlite_store *st = (sqlite_store *)s;
-    pthread_mutex_lock(&st->lock);
-    int rc = run(st, "insert adapter", NULL, err,
-                 "INSERT INTO adapters(digest, blob) VALUES(?,?) ON CONFLICT(digest) DO NOTHING",
-                 "tt", digest, blob);
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -374,16 +406,41 @@ static int st_blob_allowed(el_hub_store *s, const char *sha, const char *device,
     return rc;
 }
 
+/* FNV-1a over the NUL-terminated strings A and B (B may be NULL). */
+static uint64_t fnv(const char *a, const char *b)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const char *p = a; *p; p++)
+        h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    if (b) {
+        h = (h ^ 0xff) * 1099511628211ull;   /* separator: "ab","c" != "a","bc" */
+        for (const char *p = b; *p; p++)
+            h = (h ^ (uint8_t)*p) * 1099511628211ull;
+    }
+    return h;
+}
+
 static int st_device_seen(el_hub_store *s, const char *device, const char *group,
                           const char *serial, int64_t now, el_error *err)
 {
     sqlite_store *st = (sqlite_store *)s;
+    seen_slot *slot = &st->seen[fnv(device, NULL) % SEEN_SLOTS];
+    uint64_t attrs = fnv(group, serial);
     pthread_mutex_lock(&st->lock);
-    int rc = run(st, "device seen", NULL, err,
+    int rc = 0;
+    if (strcmp(slot->device, device) || slot->attrs != attrs || now < slot->at ||
+        now - slot->at >= EL_HUB_SEEN_GRANULARITY) {
+        rc = run(st, "device seen", NULL, err,
                  "INSERT INTO devices(id, grp, serial, first_seen, last_seen)"
                  " VALUES(?1,?2,?3,?4,?4) ON CONFLICT(id) DO UPDATE SET"
                  " grp = ?2, serial = ?3, last_seen = ?4",
                  "ttti", device, group, serial, now);
+        if (!rc && strlen(device) < sizeof slot->device) {
+            snprintf(slot->device, sizeof slot->device, "%s", device);
+            slot->attrs = attrs;
+            slot->at = now;
+        }
+    }
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -448,13 +505,19 @@ static int st_release_put(el_hub_store *s, el_hub_release_rec *rec, int *created
 {
     sqlite_store *st = (sqlite_store *)s;
     pthread_mutex_lock(&st->lock);
-    int rc = run(st, "insert release", created, err,
-                 "INSERT INTO releases(id, kind, counter, target, blob, size, expires,"
-                 " received) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
-                 "ttittiii", rec->id, rec->kind, rec->counter, rec->target, rec->blob,
-                 (int64_t)rec->size, rec->expires, rec->received);
-    if (!rc)
-        rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
+    int rc = exec(st, "BEGIN IMMEDIATE", err);
+    if (!rc) {
+        rc = adapter_insert(st, rec->adapter, rec->adapter_blob, err);
+        if (!rc)
+            rc = run(st, "insert release", created, err,
+                     "INSERT INTO releases(id, kind, counter, target, blob, size, expires,"
+                     " received) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                     "ttittiii", rec->id, rec->kind, rec->counter, rec->target, rec->blob,
+                     (int64_t)rec->size, rec->expires, rec->received);
+        if (!rc)
+            rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
+        rc = finish_tx(st, rc, err);
+    }
     pthread_mutex_unlock(&st->lock);
     return rc;
 }
@@ -618,7 +681,6 @@ static const el_hub_store_ops sqlite_ops = {
     .blob_read = st_blob_read,
     .bundle_put = st_bundle_put,
     .bundle_get = st_bundle_get,
-    .adapter_put = st_adapter_put,
     .adapter_get = st_adapter_get,
     .blob_allowed = st_blob_allowed,
     .device_seen = st_device_seen,

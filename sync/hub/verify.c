@@ -210,8 +210,9 @@ static int load_parent(el_hub *hub, const char *parent_digest, const el_delta_se
 }
 
 /* Rebuilds the adapter of a verified delta, checks it against RESULT and
- * stores it as a lossless blob by its digest (invariant 2). */
-static int rebuild_adapter(el_hub *hub, const el_bundle *b, const el_manifest *m,
+ * stores it as a lossless blob, whose sha goes to BLOB (65); the caller
+ * records RESULT -> BLOB with its bundle or release row (invariant 2). */
+static int rebuild_adapter(el_hub *hub, const el_bundle *b, const el_manifest *m, char *blob,
                            el_error *err)
 {
     el_delta_limits limits;
@@ -220,7 +221,7 @@ static int rebuild_adapter(el_hub *hub, const el_bundle *b, const el_manifest *m
     int encoding, have_parent = 0;
     uint8_t *encoded = NULL;
     size_t encoded_len = 0;
-    char digest[65], blob[EL_HUB_ID_MAX];
+    char digest[65];
     int rc = el_delta_decode(b->payload, b->payload_len, &limits, &delta, &encoding, err);
     if (rc)
         goto out;
@@ -244,9 +245,7 @@ static int rebuild_adapter(el_hub *hub, const el_bundle *b, const el_manifest *m
     }
     if ((rc = el_delta_encode(&result, NULL, EL_DELTA_EXACT, &encoded, &encoded_len, err)) != 0)
         goto out;
-    if ((rc = hub->store->ops->blob_put(hub->store, encoded, encoded_len, blob, err)) != 0)
-        goto out;
-    rc = hub->store->ops->adapter_put(hub->store, digest, blob, err);
+    rc = hub->store->ops->blob_put(hub->store, encoded, encoded_len, blob, err);
 out:
     el_free(encoded);
     el_delta_set_finish(&delta);
@@ -296,7 +295,7 @@ int el_hub_accept_delta(el_hub *hub, const uint8_t *bytes, size_t len, const cha
                               signer.cn, device);
         goto out;
     }
-    if ((rc = rebuild_adapter(hub, &b, &m, err)) != 0)
+    if ((rc = rebuild_adapter(hub, &b, &m, rec->adapter_blob, err)) != 0)
         goto out;
     snprintf(rec->id, sizeof rec->id, "%s", b.id);
     snprintf(rec->device, sizeof rec->device, "%s", signer.cn);
@@ -375,9 +374,11 @@ int el_hub_accept_release(el_hub *hub, const uint8_t *bytes, size_t len, const c
         goto out;
     /* an adapter the fleet ships becomes a known parent: devices that
      * install it upload their next deltas against it (invariant 2) */
-    if (m.kind == EL_KIND_ADAPTER && el_delta_encoding_parse(m.payload_encoding) > 0 &&
-        (rc = rebuild_adapter(hub, &b, &m, err)) != 0)
-        goto out;
+    if (m.kind == EL_KIND_ADAPTER && el_delta_encoding_parse(m.payload_encoding) > 0) {
+        if ((rc = rebuild_adapter(hub, &b, &m, rec->adapter_blob, err)) != 0)
+            goto out;
+        snprintf(rec->adapter, sizeof rec->adapter, "%s", m.result);
+    }
     snprintf(rec->id, sizeof rec->id, "%s", b.id);
     snprintf(rec->kind, sizeof rec->kind, "%s", el_manifest_kind_name(m.kind));
     snprintf(rec->target, sizeof rec->target, "%s", m.target);
