@@ -5,9 +5,10 @@
  * directory one (store_sqlite.c) without touching them.
  *
  * Contract every backend keeps:
- *  1. A blob is durable before any metadata row names it (blob_put returns
- *     after the data and its directory entry are on disk), so a crash leaves
- *     at worst an unreferenced blob, never a row without its bytes.
+ *  1. A blob is durable no later than the metadata row that names it
+ *     (blob_put returns after it is on disk; bundle_put and release_put
+ *     store their blobs first or in the row's own transaction), so a crash
+ *     leaves at worst an unreferenced blob, never a row without its bytes.
  *  2. bundle_put and release_put are idempotent by id: the same id again
  *     returns 0 with *CREATED = 0 and changes nothing.
  *  3. status_put advances a device's audit head atomically: it refuses
@@ -33,14 +34,15 @@
 typedef struct el_hub_bundle_rec {
     char id[EL_HUB_ID_MAX];          /* bundle id: SHA-256 of the header */
     char device[EL_HUB_NAME_MAX];    /* signer's device id (certificate CN) */
-    char blob[EL_HUB_ID_MAX];        /* SHA-256 of the whole .elb */
+    char blob[EL_HUB_ID_MAX];        /* SHA-256 of the whole .elb (set by
+                                        bundle_put) */
     uint64_t size;
     char parent[EL_HUB_ID_MAX], result[EL_HUB_ID_MAX], base[EL_HUB_ID_MAX];
     char encoding[33];
     int64_t received;                /* Unix seconds */
     int64_t seq;                     /* the hub's arrival order (output) */
-    char adapter_blob[EL_HUB_ID_MAX]; /* the rebuilt adapter of RESULT, recorded
-                                        with the row (empty: none) */
+    char adapter_blob[EL_HUB_ID_MAX]; /* the rebuilt adapter of RESULT (set by
+                                        bundle_put; empty: none) */
 } el_hub_bundle_rec;
 
 typedef struct el_hub_release_rec {
@@ -54,7 +56,7 @@ typedef struct el_hub_release_rec {
     int64_t received;
     int64_t seq;                     /* output */
     char adapter[EL_HUB_ID_MAX];     /* digest of the rebuilt adapter it ships */
-    char adapter_blob[EL_HUB_ID_MAX]; /* and its blob (both empty: none) */
+    char adapter_blob[EL_HUB_ID_MAX]; /* and its blob (set by release_put) */
 } el_hub_release_rec;
 
 typedef struct el_hub_store el_hub_store;
@@ -71,10 +73,12 @@ typedef struct el_hub_store_ops {
     int (*blob_read)(el_hub_store *s, const char *sha, uint64_t off, size_t len,
                      uint8_t *out, el_error *err);
 
-    /* Records REC and, when REC->adapter_blob is set, the rebuilt adapter
-     * REC->result -> adapter_blob, in one transaction. */
-    int (*bundle_put)(el_hub_store *s, el_hub_bundle_rec *rec, int *created,
-                      el_error *err);
+    /* Stores BYTES (the .elb) as REC->blob and, when ADAPTER is not NULL,
+     * the rebuilt adapter as REC->adapter_blob recorded as the adapter of
+     * REC->result, then REC: blobs before or with the rows, the rows in one
+     * transaction. */
+    int (*bundle_put)(el_hub_store *s, el_hub_bundle_rec *rec, const void *bytes, size_t len,
+                      const void *adapter, size_t adapter_len, int *created, el_error *err);
     /* EL_ENOTFOUND when absent. */
     int (*bundle_get)(el_hub_store *s, const char *id, el_hub_bundle_rec *rec,
                       el_error *err);
@@ -98,10 +102,10 @@ typedef struct el_hub_store_ops {
                       const char *audit_hash, const char *status_json, int64_t now,
                       el_error *err);
 
-    /* Records REC and, when REC->adapter_blob is set, the adapter
-     * REC->adapter -> adapter_blob, in one transaction. */
-    int (*release_put)(el_hub_store *s, el_hub_release_rec *rec, int *created,
-                       el_error *err);
+    /* As bundle_put: BYTES as REC->blob, ADAPTER (may be NULL) as the
+     * adapter REC->adapter, then REC. */
+    int (*release_put)(el_hub_store *s, el_hub_release_rec *rec, const void *bytes, size_t len,
+                       const void *adapter, size_t adapter_len, int *created, el_error *err);
     /* Releases with seq > SINCE whose target is "*", DEVICE or GROUP, in
      * arrival order, at most LIMIT: {"releases": [...], "next": SEQ}. */
     int (*releases_since)(el_hub_store *s, const char *device, const char *group,

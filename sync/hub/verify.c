@@ -210,18 +210,19 @@ static int load_parent(el_hub *hub, const char *parent_digest, const el_delta_se
 }
 
 /* Rebuilds the adapter of a verified delta, checks it against RESULT and
- * stores it as a lossless blob, whose sha goes to BLOB (65); the caller
- * records RESULT -> BLOB with its bundle or release row (invariant 2). */
-static int rebuild_adapter(el_hub *hub, const el_bundle *b, const el_manifest *m, char *blob,
-                           el_error *err)
+ * encodes it lossless into *ENCODED (el_free'd by the caller), which the
+ * store records as RESULT's adapter with the bundle or release row
+ * (invariant 2). */
+static int rebuild_adapter(el_hub *hub, const el_bundle *b, const el_manifest *m,
+                           uint8_t **encoded, size_t *encoded_len, el_error *err)
 {
     el_delta_limits limits;
     el_delta_limits_default(&limits);
     el_delta_set delta = {0}, parent = {0}, result = {0};
     int encoding, have_parent = 0;
-    uint8_t *encoded = NULL;
-    size_t encoded_len = 0;
     char digest[65];
+    *encoded = NULL;
+    *encoded_len = 0;
     int rc = el_delta_decode(b->payload, b->payload_len, &limits, &delta, &encoding, err);
     if (rc)
         goto out;
@@ -243,11 +244,8 @@ static int rebuild_adapter(el_hub *hub, const el_bundle *b, const el_manifest *m
                               m->result);
         goto out;
     }
-    if ((rc = el_delta_encode(&result, NULL, EL_DELTA_EXACT, &encoded, &encoded_len, err)) != 0)
-        goto out;
-    rc = hub->store->ops->blob_put(hub->store, encoded, encoded_len, blob, err);
+    rc = el_delta_encode(&result, NULL, EL_DELTA_EXACT, encoded, encoded_len, err);
 out:
-    el_free(encoded);
     el_delta_set_finish(&delta);
     el_delta_set_finish(&parent);
     el_delta_set_finish(&result);
@@ -261,6 +259,8 @@ int el_hub_accept_delta(el_hub *hub, const uint8_t *bytes, size_t len, const cha
     el_bundle b;
     el_manifest m;
     el_crypto_cert_info signer;
+    uint8_t *adapter = NULL;
+    size_t adapter_len = 0;
     el_bundle_init(&b);
     memset(&m, 0, sizeof m);
     memset(rec, 0, sizeof *rec);
@@ -295,7 +295,7 @@ int el_hub_accept_delta(el_hub *hub, const uint8_t *bytes, size_t len, const cha
                               signer.cn, device);
         goto out;
     }
-    if ((rc = rebuild_adapter(hub, &b, &m, rec->adapter_blob, err)) != 0)
+    if ((rc = rebuild_adapter(hub, &b, &m, &adapter, &adapter_len, err)) != 0)
         goto out;
     snprintf(rec->id, sizeof rec->id, "%s", b.id);
     snprintf(rec->device, sizeof rec->device, "%s", signer.cn);
@@ -305,11 +305,10 @@ int el_hub_accept_delta(el_hub *hub, const uint8_t *bytes, size_t len, const cha
     snprintf(rec->encoding, sizeof rec->encoding, "%s", m.payload_encoding);
     rec->size = len;
     rec->received = wall_clock();
-    if ((rc = hub->store->ops->blob_put(hub->store, bytes, len, rec->blob, err)) != 0)
-        goto out;
-    el_crash_point("hub.upload.before_commit");
-    rc = hub->store->ops->bundle_put(hub->store, rec, created, err);
+    rc = hub->store->ops->bundle_put(hub->store, rec, bytes, len, adapter, adapter_len, created,
+                                     err);
 out:
+    el_free(adapter);
     el_manifest_finish(&m);
     el_bundle_finish(&b);
     return rc;
@@ -320,6 +319,8 @@ int el_hub_accept_release(el_hub *hub, const uint8_t *bytes, size_t len, const c
 {
     el_bundle b;
     el_manifest m;
+    uint8_t *adapter = NULL;
+    size_t adapter_len = 0;
     el_bundle_init(&b);
     memset(&m, 0, sizeof m);
     memset(rec, 0, sizeof *rec);
@@ -375,7 +376,7 @@ int el_hub_accept_release(el_hub *hub, const uint8_t *bytes, size_t len, const c
     /* an adapter the fleet ships becomes a known parent: devices that
      * install it upload their next deltas against it (invariant 2) */
     if (m.kind == EL_KIND_ADAPTER && el_delta_encoding_parse(m.payload_encoding) > 0) {
-        if ((rc = rebuild_adapter(hub, &b, &m, rec->adapter_blob, err)) != 0)
+        if ((rc = rebuild_adapter(hub, &b, &m, &adapter, &adapter_len, err)) != 0)
             goto out;
         snprintf(rec->adapter, sizeof rec->adapter, "%s", m.result);
     }
@@ -386,10 +387,10 @@ int el_hub_accept_release(el_hub *hub, const uint8_t *bytes, size_t len, const c
     rec->expires = m.expires;
     rec->size = len;
     rec->received = wall_clock();
-    if ((rc = hub->store->ops->blob_put(hub->store, bytes, len, rec->blob, err)) != 0)
-        goto out;
-    rc = hub->store->ops->release_put(hub->store, rec, created, err);
+    rc = hub->store->ops->release_put(hub->store, rec, bytes, len, adapter, adapter_len, created,
+                                      err);
 out:
+    el_free(adapter);
     el_manifest_finish(&m);
     el_bundle_finish(&b);
     return rc;
