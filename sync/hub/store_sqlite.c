@@ -31,6 +31,16 @@
  *     bench VM every fsync also slows the CPU work around it, and on a real
  *     disk each is latency the device waits for. SQLite's own measurements
  *     put the break-even of blobs in the database against files near 100 KB.
+ *  7. Group commit: every write (status, bundle and release rows, small
+ *     blobs, device_seen, roots) is an operation queued for the next
+ *     commit. The first writer to find no commit running takes the whole
+ *     queue, applies each operation in a savepoint of its own (a refused
+ *     one, e.g. an audit head going back, is rolled back alone), commits
+ *     once and wakes the others; writers that queued meanwhile form the
+ *     next batch. Each write still returns only after the commit that
+ *     holds it is durable (synchronous=FULL), but concurrent writers share
+ *     one fsync instead of one each. A failed commit fails every
+ *     operation in its batch.
  */
 #include "store.h"
 
@@ -67,7 +77,24 @@ typedef struct sqlite_store {
     char dir[4096];
     atomic_char shard_ready[256];   /* blobs/sha256/XX known durable */
     seen_slot seen[SEEN_SLOTS];     /* device_seen writes, by device (note 4) */
+    /* group commit (note 7) */
+    pthread_mutex_t wq_lock;
+    pthread_cond_t wq_cond;
+    struct write_op *wq_head, **wq_tail;
+    int wq_leader;                  /* a thread is committing a batch */
 } sqlite_store;
+
+/* One write waiting for its batch's commit (note 7). APPLY runs inside the
+ * batch's transaction, under the store lock, in a savepoint of its own. */
+typedef struct write_op write_op;
+struct write_op {
+    int (*apply)(sqlite_store *st, write_op *op, el_error *err);
+    void *arg;                      /* the operation's arguments and outputs */
+    int rc;
+    el_error err;
+    int done;
+    write_op *next;
+};
 
 static const char schema_v1[] =
     "CREATE TABLE devices("
@@ -224,6 +251,8 @@ static void st_destroy(el_hub_store *s)
         return;
     sqlite3_close(st->db);
     pthread_mutex_destroy(&st->lock);
+    pthread_mutex_destroy(&st->wq_lock);
+    pthread_cond_destroy(&st->wq_cond);
     el_free(st);
 }
 
@@ -294,13 +323,70 @@ static int staged_insert(sqlite_store *st, const staged_blob *b, el_error *err)
     return rc;
 }
 
-/* COMMIT when RC is 0, else ROLLBACK; returns the first error. */
-static int finish_tx(sqlite_store *st, int rc, el_error *err)
+/* Applies BATCH in one transaction (note 7). */
+static void commit_batch(sqlite_store *st, write_op *batch)
 {
-    if (!rc && (rc = exec(st, "COMMIT", err)) == 0)
-        return 0;
-    exec(st, "ROLLBACK", NULL);
-    return rc;
+    el_error err = {0};
+    pthread_mutex_lock(&st->lock);
+    int rc = exec(st, "BEGIN IMMEDIATE", &err);
+    for (write_op *op = batch; op; op = op->next) {
+        if (rc) {
+            op->rc = rc;
+            op->err = err;
+        } else if ((op->rc = exec(st, "SAVEPOINT op", &op->err)) == 0) {
+            if ((op->rc = op->apply(st, op, &op->err)) != 0)
+                exec(st, "ROLLBACK TO op", NULL);
+            exec(st, "RELEASE op", NULL);
+        }
+    }
+    if (!rc && (rc = exec(st, "COMMIT", &err)) != 0) {
+        exec(st, "ROLLBACK", NULL);
+        for (write_op *op = batch; op; op = op->next)
+            if (!op->rc) {
+                op->rc = rc;
+                op->err = err;
+            }
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
+/* Queues OP and returns once the commit holding it is done: its result. */
+static int submit(sqlite_store *st, write_op *op, el_error *err)
+{
+    op->done = 0;
+    op->next = NULL;
+    memset(&op->err, 0, sizeof op->err);
+    pthread_mutex_lock(&st->wq_lock);
+    *st->wq_tail = op;
+    st->wq_tail = &op->next;
+    while (!op->done) {
+        if (st->wq_leader) {
+            pthread_cond_wait(&st->wq_cond, &st->wq_lock);
+            continue;
+        }
+        st->wq_leader = 1;
+        write_op *batch = st->wq_head;
+        st->wq_head = NULL;
+        st->wq_tail = &st->wq_head;
+        pthread_mutex_unlock(&st->wq_lock);
+        commit_batch(st, batch);
+        pthread_mutex_lock(&st->wq_lock);
+        for (write_op *o = batch, *next; o; o = next) {
+            next = o->next;
+            o->done = 1;
+        }
+        st->wq_leader = 0;
+        pthread_cond_broadcast(&st->wq_cond);
+    }
+    pthread_mutex_unlock(&st->wq_lock);
+    if (op->rc && err)
+        *err = op->err;
+    return op->rc;
+}
+
+static int apply_small_blob(sqlite_store *st, write_op *op, el_error *err)
+{
+    return staged_insert(st, op->arg, err);
 }
 
 static int st_blob_put(el_hub_store *s, const void *data, size_t len, char *sha,
@@ -312,11 +398,8 @@ static int st_blob_put(el_hub_store *s, const void *data, size_t len, char *sha,
     snprintf(sha, EL_HUB_ID_MAX, "%s", b.sha);
     if (rc || !b.data)
         return rc;
-    pthread_mutex_lock(&st->lock);
-    if ((rc = exec(st, "BEGIN IMMEDIATE", err)) == 0)
-        rc = finish_tx(st, staged_insert(st, &b, err), err);
-    pthread_mutex_unlock(&st->lock);
-    return rc;
+    write_op op = {.apply = apply_small_blob, .arg = &b};
+    return submit(st, &op, err);
 }
 
 /* The size of small blob SHA in *SIZE: 1 when it is a row, 0 when not,
@@ -442,41 +525,54 @@ static int stage_row_blobs(sqlite_store *st, const void *bytes, size_t len,
     return rc;
 }
 
+/* A bundle or release row with its staged blobs. */
+typedef struct row_put {
+    void *rec;                      /* el_hub_bundle_rec or el_hub_release_rec */
+    staged_blob b, a;
+    int *created;
+} row_put;
+
+static int apply_bundle(sqlite_store *st, write_op *op, el_error *err)
+{
+    row_put *p = op->arg;
+    el_hub_bundle_rec *rec = p->rec;
+    int rc = staged_insert(st, &p->b, err);
+    if (!rc)
+        rc = staged_insert(st, &p->a, err);
+    if (!rc)
+        rc = adapter_insert(st, rec->result, rec->adapter_blob, err);
+    if (!rc)
+        rc = run(st, "insert bundle", p->created, err,
+                 "INSERT INTO bundles(id, device, blob, size, parent, result, base,"
+                 " encoding, received) VALUES(?,?,?,?,?,?,?,?,?)"
+                 " ON CONFLICT(id) DO NOTHING",
+                 "tttitttti", rec->id, rec->device, rec->blob, (int64_t)rec->size,
+                 rec->parent, rec->result, rec->base, rec->encoding, rec->received);
+    if (!rc)
+        rec->seq = *p->created ? sqlite3_last_insert_rowid(st->db) : 0;
+    /* killed here, the transaction is not committed: no trace of the
+     * upload but unreferenced files */
+    if (!rc)
+        el_crash_point("hub.upload.before_commit");
+    return rc;
+}
+
 static int st_bundle_put(el_hub_store *s, el_hub_bundle_rec *rec, const void *bytes,
                          size_t len, const void *adapter, size_t adapter_len, int *created,
                          el_error *err)
 {
     sqlite_store *st = (sqlite_store *)s;
-    staged_blob b, a;
+    row_put p = {.rec = rec, .created = created};
     *created = 0;
-    int rc = stage_row_blobs(st, bytes, len, adapter, adapter_len, &b, &a, rec->blob,
+    int rc = stage_row_blobs(st, bytes, len, adapter, adapter_len, &p.b, &p.a, rec->blob,
                              rec->adapter_blob, err);
     if (rc)
         return rc;
-    pthread_mutex_lock(&st->lock);
-    rc = exec(st, "BEGIN IMMEDIATE", err);
-    if (!rc) {
-        rc = staged_insert(st, &b, err);
-        if (!rc)
-            rc = staged_insert(st, &a, err);
-        if (!rc)
-            rc = adapter_insert(st, rec->result, rec->adapter_blob, err);
-        if (!rc)
-            rc = run(st, "insert bundle", created, err,
-                     "INSERT INTO bundles(id, device, blob, size, parent, result, base,"
-                     " encoding, received) VALUES(?,?,?,?,?,?,?,?,?)"
-                     " ON CONFLICT(id) DO NOTHING",
-                     "tttitttti", rec->id, rec->device, rec->blob, (int64_t)rec->size,
-                     rec->parent, rec->result, rec->base, rec->encoding, rec->received);
-        if (!rc)
-            rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
-        /* killed here, the transaction is not committed: no trace of the
-         * upload but unreferenced files */
-        if (!rc)
-            el_crash_point("hub.upload.before_commit");
-        rc = finish_tx(st, rc, err);
+    write_op op = {.apply = apply_bundle, .arg = &p};
+    if ((rc = submit(st, &op, err)) != 0) {
+        *created = 0;
+        rec->seq = 0;
     }
-    pthread_mutex_unlock(&st->lock);
     return rc;
 }
 
@@ -575,6 +671,21 @@ static uint64_t fnv(const char *a, const char *b)
     return h;
 }
 
+typedef struct seen_put {
+    const char *device, *group, *serial;
+    int64_t now;
+} seen_put;
+
+static int apply_seen(sqlite_store *st, write_op *op, el_error *err)
+{
+    seen_put *p = op->arg;
+    return run(st, "device seen", NULL, err,
+               "INSERT INTO devices(id, grp, serial, first_seen, last_seen)"
+               " VALUES(?1,?2,?3,?4,?4) ON CONFLICT(id) DO UPDATE SET"
+               " grp = ?2, serial = ?3, last_seen = ?4",
+               "ttti", p->device, p->group, p->serial, p->now);
+}
+
 static int st_device_seen(el_hub_store *s, const char *device, const char *group,
                           const char *serial, int64_t now, el_error *err)
 {
@@ -582,37 +693,40 @@ static int st_device_seen(el_hub_store *s, const char *device, const char *group
     seen_slot *slot = &st->seen[fnv(device, NULL) % SEEN_SLOTS];
     uint64_t attrs = fnv(group, serial);
     pthread_mutex_lock(&st->lock);
-    int rc = 0;
-    if (strcmp(slot->device, device) || slot->attrs != attrs || now < slot->at ||
-        now - slot->at >= EL_HUB_SEEN_GRANULARITY) {
-        rc = run(st, "device seen", NULL, err,
-                 "INSERT INTO devices(id, grp, serial, first_seen, last_seen)"
-                 " VALUES(?1,?2,?3,?4,?4) ON CONFLICT(id) DO UPDATE SET"
-                 " grp = ?2, serial = ?3, last_seen = ?4",
-                 "ttti", device, group, serial, now);
-        if (!rc && strlen(device) < sizeof slot->device) {
-            snprintf(slot->device, sizeof slot->device, "%s", device);
-            slot->attrs = attrs;
-            slot->at = now;
-        }
-    }
+    int fresh = !strcmp(slot->device, device) && slot->attrs == attrs && now >= slot->at &&
+                now - slot->at < EL_HUB_SEEN_GRANULARITY;
     pthread_mutex_unlock(&st->lock);
+    if (fresh)
+        return 0;
+    seen_put p = {device, group, serial, now};
+    write_op op = {.apply = apply_seen, .arg = &p};
+    int rc = submit(st, &op, err);
+    if (!rc && strlen(device) < sizeof slot->device) {
+        pthread_mutex_lock(&st->lock);
+        snprintf(slot->device, sizeof slot->device, "%s", device);
+        slot->attrs = attrs;
+        slot->at = now;
+        pthread_mutex_unlock(&st->lock);
+    }
     return rc;
 }
 
-static int st_status_put(el_hub_store *s, const char *device, int64_t audit_seq,
-                         const char *audit_hash, const char *status_json, int64_t now,
-                         el_error *err)
+typedef struct status_put {
+    const char *device, *audit_hash, *status_json;
+    int64_t audit_seq, now;
+} status_put;
+
+/* Contract 3: the head must not go back or fork. */
+static int apply_status(sqlite_store *st, write_op *op, el_error *err)
 {
-    sqlite_store *st = (sqlite_store *)s;
+    status_put *p = op->arg;
+    const char *device = p->device, *audit_hash = p->audit_hash;
+    int64_t audit_seq = p->audit_seq;
     sqlite3_stmt *stmt = NULL;
     int rc;
-    pthread_mutex_lock(&st->lock);
-    if ((rc = exec(st, "BEGIN IMMEDIATE", err)) != 0)
-        goto out;
     if ((rc = prepare_bound(st, &stmt, err, "SELECT audit_seq, audit_hash FROM devices WHERE id = ?",
                             "t", device)) != 0)
-        goto rollback;
+        goto out;
     int step = sqlite3_step(stmt);
     if (step == SQLITE_ROW && sqlite3_column_type(stmt, 0) != SQLITE_NULL) {
         int64_t held = sqlite3_column_int64(stmt, 0);
@@ -621,37 +735,57 @@ static int st_status_put(el_hub_store *s, const char *device, int64_t audit_seq,
             rc = el_error_set_tag(err, EL_EPOLICY, "rollback",
                                   "audit head seq %lld goes back from %lld",
                                   (long long)audit_seq, (long long)held);
-            goto rollback;
+            goto out;
         }
         if (audit_seq == held && (!held_hash || strcmp(held_hash, audit_hash))) {
             rc = el_error_set_tag(err, EL_EPOLICY, "fork",
                                   "audit head seq %lld has a different hash than held",
                                   (long long)audit_seq);
-            goto rollback;
+            goto out;
         }
     } else if (step != SQLITE_ROW && step != SQLITE_DONE) {
         rc = db_error(st, err, "select audit head");
-        goto rollback;
+        goto out;
     }
     sqlite3_finalize(stmt);
     stmt = NULL;
-    if ((rc = run(st, "store status", NULL, err,
-                  "INSERT INTO devices(id, first_seen, last_seen, audit_seq, audit_hash,"
-                  " status, status_at) VALUES(?1,?5,?5,?2,?3,?4,?5)"
-                  " ON CONFLICT(id) DO UPDATE SET audit_seq = ?2, audit_hash = ?3,"
-                  " status = ?4, status_at = ?5, last_seen = ?5",
-                  "titti", device, audit_seq, audit_hash, status_json, now)) != 0)
-        goto rollback;
-    rc = exec(st, "COMMIT", err);
-    if (!rc)
-        goto out;
-rollback:
-    sqlite3_finalize(stmt);
-    stmt = NULL;
-    exec(st, "ROLLBACK", NULL);
+    rc = run(st, "store status", NULL, err,
+             "INSERT INTO devices(id, first_seen, last_seen, audit_seq, audit_hash,"
+             " status, status_at) VALUES(?1,?5,?5,?2,?3,?4,?5)"
+             " ON CONFLICT(id) DO UPDATE SET audit_seq = ?2, audit_hash = ?3,"
+             " status = ?4, status_at = ?5, last_seen = ?5",
+             "titti", device, audit_seq, audit_hash, p->status_json, p->now);
 out:
     sqlite3_finalize(stmt);
-    pthread_mutex_unlock(&st->lock);
+    return rc;
+}
+
+static int st_status_put(el_hub_store *s, const char *device, int64_t audit_seq,
+                         const char *audit_hash, const char *status_json, int64_t now,
+                         el_error *err)
+{
+    status_put p = {device, audit_hash, status_json, audit_seq, now};
+    write_op op = {.apply = apply_status, .arg = &p};
+    return submit((sqlite_store *)s, &op, err);
+}
+
+static int apply_release(sqlite_store *st, write_op *op, el_error *err)
+{
+    row_put *p = op->arg;
+    el_hub_release_rec *rec = p->rec;
+    int rc = staged_insert(st, &p->b, err);
+    if (!rc)
+        rc = staged_insert(st, &p->a, err);
+    if (!rc)
+        rc = adapter_insert(st, rec->adapter, rec->adapter_blob, err);
+    if (!rc)
+        rc = run(st, "insert release", p->created, err,
+                 "INSERT INTO releases(id, kind, counter, target, blob, size, expires,"
+                 " received) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+                 "ttittiii", rec->id, rec->kind, rec->counter, rec->target, rec->blob,
+                 (int64_t)rec->size, rec->expires, rec->received);
+    if (!rc)
+        rec->seq = *p->created ? sqlite3_last_insert_rowid(st->db) : 0;
     return rc;
 }
 
@@ -660,31 +794,17 @@ static int st_release_put(el_hub_store *s, el_hub_release_rec *rec, const void *
                           el_error *err)
 {
     sqlite_store *st = (sqlite_store *)s;
-    staged_blob b, a;
+    row_put p = {.rec = rec, .created = created};
     *created = 0;
-    int rc = stage_row_blobs(st, bytes, len, adapter, adapter_len, &b, &a, rec->blob,
+    int rc = stage_row_blobs(st, bytes, len, adapter, adapter_len, &p.b, &p.a, rec->blob,
                              rec->adapter_blob, err);
     if (rc)
         return rc;
-    pthread_mutex_lock(&st->lock);
-    rc = exec(st, "BEGIN IMMEDIATE", err);
-    if (!rc) {
-        rc = staged_insert(st, &b, err);
-        if (!rc)
-            rc = staged_insert(st, &a, err);
-        if (!rc)
-            rc = adapter_insert(st, rec->adapter, rec->adapter_blob, err);
-        if (!rc)
-            rc = run(st, "insert release", created, err,
-                     "INSERT INTO releases(id, kind, counter, target, blob, size, expires,"
-                     " received) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
-                     "ttittiii", rec->id, rec->kind, rec->counter, rec->target, rec->blob,
-                     (int64_t)rec->size, rec->expires, rec->received);
-        if (!rc)
-            rec->seq = *created ? sqlite3_last_insert_rowid(st->db) : 0;
-        rc = finish_tx(st, rc, err);
+    write_op op = {.apply = apply_release, .arg = &p};
+    if ((rc = submit(st, &op, err)) != 0) {
+        *created = 0;
+        rec->seq = 0;
     }
-    pthread_mutex_unlock(&st->lock);
     return rc;
 }
 
@@ -715,15 +835,24 @@ out:
     return rc;
 }
 
+typedef struct root_put {
+    int64_t version;
+    const char *blob;
+} root_put;
+
+static int apply_root(sqlite_store *st, write_op *op, el_error *err)
+{
+    root_put *p = op->arg;
+    return run(st, "insert root", NULL, err,
+               "INSERT INTO roots(version, blob) VALUES(?,?) ON CONFLICT(version) DO NOTHING",
+               "it", p->version, p->blob);
+}
+
 static int st_root_put(el_hub_store *s, int64_t version, const char *blob, el_error *err)
 {
-    sqlite_store *st = (sqlite_store *)s;
-    pthread_mutex_lock(&st->lock);
-    int rc = run(st, "insert root", NULL, err,
-                 "INSERT INTO roots(version, blob) VALUES(?,?) ON CONFLICT(version) DO NOTHING",
-                 "it", version, blob);
-    pthread_mutex_unlock(&st->lock);
-    return rc;
+    root_put p = {version, blob};
+    write_op op = {.apply = apply_root, .arg = &p};
+    return submit((sqlite_store *)s, &op, err);
 }
 
 static int st_root_get(el_hub_store *s, int64_t *version, char *blob, el_error *err)
@@ -899,6 +1028,9 @@ int el_hub_store_sqlite_open(const char *dir, el_hub_store **out, el_error *err)
         return el_error_set(err, EL_ENOMEM, "out of memory for the hub store");
     st->base.ops = &sqlite_ops;
     pthread_mutex_init(&st->lock, NULL);
+    pthread_mutex_init(&st->wq_lock, NULL);
+    pthread_cond_init(&st->wq_cond, NULL);
+    st->wq_tail = &st->wq_head;
     int rc;
     if (snprintf(st->dir, sizeof st->dir, "%s", dir) >= (int)sizeof st->dir) {
         rc = el_error_set(err, EL_EINPUT, "hub data directory path too long");

@@ -5,6 +5,7 @@
  * rebuilt adapter in the same transaction (note 5), idempotently, small
  * blobs as rows and large ones as files (note 6), read whole and by range,
  * and a schema-1 store migrated to schema 2 (its file blobs still read). */
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,6 +178,89 @@ static void test_bundles_and_blobs(el_hub_store *st, const char *dir)
     free(adapter);
 }
 
+/* Group commit (note 7): writers on many threads at once, each write
+ * durable and with its own result; a refused write (an audit head going
+ * back) fails alone while the writes batched with it commit. */
+#define GC_THREADS 8
+#define GC_ROUNDS 40
+
+typedef struct gc_arg {
+    el_hub_store *st;
+    int index;
+    int failures;      /* writes that should have succeeded and did not */
+    int refused;       /* going-back heads refused, as they must be */
+    int created;
+} gc_arg;
+
+static void *gc_writer(void *p)
+{
+    gc_arg *a = p;
+    char device[32], hash[65];
+    snprintf(device, sizeof device, "gc-dev-%d", a->index);
+    for (int i = 1; i <= GC_ROUNDS; i++) {
+        el_error err = {0};
+        snprintf(hash, sizeof hash, "%064d", i);
+        if (a->st->ops->status_put(a->st, device, i, hash, "{}", 2000 + i, &err))
+            a->failures++;
+        /* a head going back, refused whatever it is batched with */
+        if (i % 10 == 0) {
+            snprintf(hash, sizeof hash, "%064d", i - 5);
+            if (a->st->ops->status_put(a->st, device, i - 5, hash, "{}", 2000 + i, &err) ==
+                EL_EPOLICY)
+                a->refused++;
+        }
+        el_hub_bundle_rec rec;
+        memset(&rec, 0, sizeof rec);
+        snprintf(rec.id, sizeof rec.id, "%032d%032d", a->index, i);
+        snprintf(rec.device, sizeof rec.device, "%s", device);
+        snprintf(rec.result, sizeof rec.result, "%032d%032d", a->index + 100, i);
+        snprintf(rec.encoding, sizeof rec.encoding, "lora-delta-q8");
+        char bytes[64], adapter[64];
+        snprintf(bytes, sizeof bytes, "bundle %d %d", a->index, i);
+        snprintf(adapter, sizeof adapter, "adapter %d %d", a->index, i);
+        int created = 0;
+        if (a->st->ops->bundle_put(a->st, &rec, bytes, strlen(bytes), adapter, strlen(adapter),
+                                   &created, &err) ||
+            rec.seq <= 0)
+            a->failures++;
+        a->created += created;
+        if (a->st->ops->device_seen(a->st, device, "line-a", "01", 2000 + i, &err))
+            a->failures++;
+    }
+    return NULL;
+}
+
+static void test_group_commit(el_hub_store *st)
+{
+    pthread_t t[GC_THREADS];
+    gc_arg a[GC_THREADS];
+    for (int i = 0; i < GC_THREADS; i++) {
+        a[i] = (gc_arg){st, i, 0, 0, 0};
+        CHECK(pthread_create(&t[i], NULL, gc_writer, &a[i]) == 0);
+    }
+    for (int i = 0; i < GC_THREADS; i++) {
+        pthread_join(t[i], NULL);
+        CHECK(a[i].failures == 0);
+        CHECK(a[i].refused == GC_ROUNDS / 10);
+        CHECK(a[i].created == GC_ROUNDS);
+    }
+    el_error err = {0};
+    for (int i = 0; i < GC_THREADS; i++) {
+        char device[32];
+        snprintf(device, sizeof device, "gc-dev-%d", i);
+        json_t *row = NULL;
+        CHECK_OK(st->ops->device_get(st, device, &row, &err), &err);
+        CHECK(json_integer_value(json_object_get(row, "audit_seq")) == GC_ROUNDS);
+        json_decref(row);
+        json_t *versions = NULL;
+        CHECK_OK(st->ops->versions(st, device, &versions, &err), &err);
+        json_t *list = json_is_array(versions) ? versions
+                                               : json_object_get(versions, "versions");
+        CHECK(json_array_size(list) == GC_ROUNDS);
+        json_decref(versions);
+    }
+}
+
 /* The schema-1 file layout, as hubs before small blobs wrote it. */
 static const char schema_v1[] =
     "CREATE TABLE devices("
@@ -266,6 +350,7 @@ int main(void)
     if (st) {
         test_device_seen(st);
         test_bundles_and_blobs(st, dir);
+        test_group_commit(st);
         st->ops->destroy(st);
     }
     char cmd[200];
