@@ -7,7 +7,7 @@ pkgs=(
   meson ninja-build pkg-config gcc clang libclang-rt-14-dev
   glslang-tools libvulkan-dev mesa-vulkan-drivers vulkan-validationlayers vulkan-tools
   libsqlite3-dev sqlite3 libmbedtls-dev libzstd-dev
-  libopenblas-dev libopenblas0-pthread libjansson-dev
+  libopenblas-dev libopenblas0-pthread libjansson-dev libgoogle-perftools-dev
   python3 python3-torch python3-numpy
   openssl curl strace
 )
