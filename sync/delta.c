@@ -225,6 +225,12 @@ static void write_exact(uint8_t **p, const float *d, size_t count)
 int el_delta_encode(const el_delta_set *next, const el_delta_set *parent,
                     int encoding, uint8_t **out, size_t *out_len, el_error *err)
 {
+    return el_delta_encode_level(next, parent, encoding, ZSTD_LEVEL, out, out_len, err);
+}
+
+int el_delta_encode_level(const el_delta_set *next, const el_delta_set *parent, int encoding,
+                          int level, uint8_t **out, size_t *out_len, el_error *err)
+{
     *out = NULL;
     *out_len = 0;
     if (!el_delta_encoding_name(encoding))
@@ -283,7 +289,7 @@ int el_delta_encode(const el_delta_set *next, const el_delta_set *parent,
         rc = el_error_set(err, EL_ENOMEM, "out of memory");
         goto out;
     }
-    size_t clen = ZSTD_compress(frame + HEAD_LEN, bound, body, body_len, ZSTD_LEVEL);
+    size_t clen = ZSTD_compress(frame + HEAD_LEN, bound, body, body_len, level);
     if (ZSTD_isError(clen)) {
         rc = el_error_set(err, EL_EINTERNAL, "zstd: %s", ZSTD_getErrorName(clen));
         goto out;

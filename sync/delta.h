@@ -62,6 +62,10 @@ void el_delta_set_finish(el_delta_set *set);
  * Returns 0, EL_EINPUT (mismatch, non-finite value) or EL_ENOMEM. */
 int el_delta_encode(const el_delta_set *next, const el_delta_set *parent,
                     int encoding, uint8_t **out, size_t *out_len, el_error *err);
+/* The same with zstd compression LEVEL (el_delta_encode uses 9; the bytes
+ * decode the same whatever the level). */
+int el_delta_encode_level(const el_delta_set *next, const el_delta_set *parent, int encoding,
+                          int level, uint8_t **out, size_t *out_len, el_error *err);
 
 /* Decodes a delta container into *DELTA (the dequantized differences) and its
  * *ENCODING. Every size is checked against LIMITS and the input length before
