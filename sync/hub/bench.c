@@ -37,7 +37,7 @@
 #include "hub.h"
 
 #define DAY 86400
-#define DELTAS_DEFAULT 12
+#define DELTAS_DEFAULT 16
 #define DELTAS_MAX 256
 
 typedef struct device {
