@@ -1,6 +1,26 @@
+/* SHA-256 (FIPS 180-4), portable C plus the x86 SHA extensions.
+ *
+ * Notes:
+ *  1. Blobs are hashed when they are written, imported and verified before
+ *     activation, so a base model costs a full pass on every check. Where
+ *     the CPU has the SHA extensions (cpuid leaf 7, EBX bit 29, with SSSE3
+ *     and SSE4.1) the blocks go through sha256rnds2/msg1/msg2, several
+ *     times the portable speed (tools/bench/sha256); the function is built
+ *     with a target attribute, so the rest of the code keeps the baseline
+ *     ISA. EDGELOOP_SHA256_PORTABLE=1 forces the portable code (the tests
+ *     run both and check them against `openssl dgst`).
+ */
 #include "sha256.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define EL_SHA_NI 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
 
 static const uint32_t K[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1,
@@ -21,7 +41,7 @@ static uint32_t ror(uint32_t x, int n)
     return (x >> n) | (x << (32 - n));
 }
 
-static void compress(uint32_t s[8], const uint8_t b[64])
+static void compress_portable(uint32_t s[8], const uint8_t b[64])
 {
     uint32_t w[64];
     for (int i = 0; i < 16; i++)
@@ -44,6 +64,82 @@ static void compress(uint32_t s[8], const uint8_t b[64])
     }
     s[0] += a; s[1] += bb; s[2] += c; s[3] += d;
     s[4] += e; s[5] += f; s[6] += g; s[7] += h;
+}
+
+#ifdef EL_SHA_NI
+/* The state as the instructions hold it: STATE0 = (A, B, E, F) and
+ * STATE1 = (C, D, G, H), A and C in the highest lane. */
+__attribute__((target("sha,ssse3,sse4.1"))) static void compress_shani(uint32_t s[8],
+                                                                      const uint8_t *p,
+                                                                      size_t blocks)
+{
+    const __m128i swap = _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3);
+    __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&s[0]), 0xB1);
+    __m128i st1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&s[4]), 0x1B);
+    __m128i st0 = _mm_alignr_epi8(tmp, st1, 8);
+    st1 = _mm_blend_epi16(st1, tmp, 0xF0);
+    while (blocks--) {
+        __m128i save0 = st0, save1 = st1, m[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++)
+            m[j] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * j)), swap);
+        /* 16 groups of 4 rounds; group j >= 4 first derives its words
+         * W[4j..4j+3] from groups j-4 .. j-1 (m[] is a ring of 4) */
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++) {
+            if (j >= 4) {
+                __m128i w = _mm_sha256msg1_epu32(m[j & 3], m[(j + 1) & 3]);
+                w = _mm_add_epi32(w, _mm_alignr_epi8(m[(j + 3) & 3], m[(j + 2) & 3], 4));
+                m[j & 3] = _mm_sha256msg2_epu32(w, m[(j + 3) & 3]);
+            }
+            __m128i msg = _mm_add_epi32(m[j & 3], _mm_loadu_si128((const __m128i *)&K[4 * j]));
+            st1 = _mm_sha256rnds2_epu32(st1, st0, msg);
+            st0 = _mm_sha256rnds2_epu32(st0, st1, _mm_shuffle_epi32(msg, 0x0E));
+        }
+        st0 = _mm_add_epi32(st0, save0);
+        st1 = _mm_add_epi32(st1, save1);
+        p += 64;
+    }
+    tmp = _mm_shuffle_epi32(st0, 0x1B);
+    st1 = _mm_shuffle_epi32(st1, 0xB1);
+    _mm_storeu_si128((__m128i *)&s[0], _mm_blend_epi16(tmp, st1, 0xF0));
+    _mm_storeu_si128((__m128i *)&s[4], _mm_alignr_epi8(st1, tmp, 8));
+}
+#endif
+
+static int use_shani;
+static pthread_once_t pick_once = PTHREAD_ONCE_INIT;
+
+static void pick(void)
+{
+#ifdef EL_SHA_NI
+    unsigned a, b, c, d;
+    const char *force = getenv("EDGELOOP_SHA256_PORTABLE");
+    if ((force && *force && strcmp(force, "0")) || !__get_cpuid(1, &a, &b, &c, &d))
+        return;
+    int ssse3 = (c >> 9) & 1, sse41 = (c >> 19) & 1;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && ((b >> 29) & 1) && ssse3 && sse41)
+        use_shani = 1;
+#endif
+}
+
+static void compress(uint32_t s[8], const uint8_t *p, size_t blocks)
+{
+    pthread_once(&pick_once, pick);
+#ifdef EL_SHA_NI
+    if (use_shani) {
+        compress_shani(s, p, blocks);
+        return;
+    }
+#endif
+    for (; blocks; blocks--, p += 64)
+        compress_portable(s, p);
+}
+
+const char *el_sha256_impl(void)
+{
+    pthread_once(&pick_once, pick);
+    return use_shani ? "sha-ni" : "portable";
 }
 
 void el_sha256_init(el_sha256_ctx *ctx)
@@ -70,13 +166,14 @@ void el_sha256_update(el_sha256_ctx *ctx, const void *data, size_t len)
         len -= take;
         if (ctx->fill < 64)
             return;
-        compress(ctx->state, ctx->block);
+        compress(ctx->state, ctx->block, 1);
         ctx->fill = 0;
     }
-    while (len >= 64) {
-        compress(ctx->state, p);
-        p += 64;
-        len -= 64;
+    if (len >= 64) {
+        size_t blocks = len / 64;
+        compress(ctx->state, p, blocks);
+        p += blocks * 64;
+        len -= blocks * 64;
     }
     memcpy(ctx->block, p, len);
     ctx->fill = len;

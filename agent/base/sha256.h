@@ -24,6 +24,9 @@ void el_sha256(const void *data, size_t len, uint8_t out[EL_SHA256_LEN]);
 
 /* Writes LEN bytes of IN as lowercase hex plus a NUL into OUT (2*LEN+1). */
 void el_hex(const uint8_t *in, size_t len, char *out);
+/* The block function in use: "sha-ni" (x86 SHA extensions) or
+ * "portable"; EDGELOOP_SHA256_PORTABLE=1 forces the portable one. */
+const char *el_sha256_impl(void);
 /* SHA-256 of DATA as 64 lowercase hex chars + NUL. */
 void el_sha256_hex(const void *data, size_t len, char out[EL_SHA256_HEX_LEN + 1]);
 /* Parses 2*LEN hex chars of IN into OUT. Returns 0 or -1 on a bad char. */
