@@ -324,7 +324,7 @@ int el_cmd_sync(int argc, char **argv)
         return el_cli_fail(&err, c.json);
     }
     if (c.json) {
-        el_cli_state_print(json_pack("{sb sb sI sI sI sI sI sI sI sI sI sO}", "offline", 0,
+        el_cli_state_print(json_pack("{sb sb sI sI sI sI sI sI sI sI sI sI sO}", "offline", 0,
                                      "status_posted", r.status_posted,
                                      "uploaded", (json_int_t)r.uploaded,
                                      "already_held", (json_int_t)r.already_held,
@@ -334,7 +334,8 @@ int el_cmd_sync(int argc, char **argv)
                                      "releases_seen", (json_int_t)r.releases_seen,
                                      "installed", (json_int_t)r.installed,
                                      "refused", (json_int_t)r.refused,
-                                     "since", (json_int_t)r.since, "events", r.events));
+                                     "since", (json_int_t)r.since, "hub_time_refused",
+                                     (json_int_t)r.hub_time_refused, "events", r.events));
     } else {
         printf("synced: %lld bundle(s) uploaded (%lld already held, %lld refused), status "
                "posted, root %lld (%lld new), %lld release(s): %lld installed, %lld "
@@ -342,6 +343,10 @@ int el_cmd_sync(int argc, char **argv)
                (long long)r.upload_refused, (long long)r.root_version,
                (long long)r.roots_installed, (long long)r.releases_seen,
                (long long)r.installed, (long long)r.refused);
+        if (r.hub_time_refused)
+            fprintf(stderr, "edgeloop sync: warning: the hub's time (%lld) is after its "
+                            "certificate's expiry; trusted time not moved\n",
+                    (long long)r.hub_time_refused);
         size_t i;
         json_t *ev;
         json_array_foreach(r.events, i, ev)

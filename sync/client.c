@@ -14,6 +14,7 @@
 #include "base/fs.h"
 #include "base/json.h"
 #include "base/sha256.h"
+#include "crypto.h"
 
 #define DOWNLOAD_PIECE (4u << 20)
 
@@ -25,6 +26,7 @@ struct el_client {
     int resumed;
     el_http_conn http;
     int64_t hub_time;   /* "time" of the last status/releases answer, 0 = none */
+    int64_t hub_time_refused;   /* the last one after the hub certificate's expiry */
 };
 
 static long io_read(void *io, void *buf, size_t len, el_error *err)
@@ -99,13 +101,43 @@ int64_t el_client_hub_time(const el_client *c)
     return c->hub_time;
 }
 
+int64_t el_client_hub_time_refused(const el_client *c)
+{
+    return c->hub_time_refused;
+}
+
+/* The notAfter of the hub's certificate on the current connection, or 0
+ * when it cannot be read. */
+static int64_t hub_not_after(const el_client *c)
+{
+    const el_tls_peer *peer = c->conn ? el_tls_conn_peer(c->conn) : NULL;
+    el_crypto_cert *cert = NULL;
+    el_crypto_cert_info info;
+    int64_t limit = 0;
+    if (peer && peer->der && !el_crypto_cert_parse(peer->der, peer->der_len, &cert, NULL) &&
+        !el_crypto_cert_get_info(cert, &info, NULL))
+        limit = info.not_after;
+    el_crypto_cert_destroy(cert);
+    return limit;
+}
+
 /* Remembers the "time" member of an answer DOC from the hub, when it is a
- * positive integer; anything else leaves the last value alone. */
+ * positive integer; anything else leaves the last value alone. A time
+ * after the hub certificate's own notAfter is not taken (kept as
+ * hub_time_refused): a hub cannot vouch for a moment its certificate does
+ * not cover, and a hub clock far ahead would otherwise carry a device's
+ * trusted time past its certificates and releases, after which the device
+ * would refuse every hub. */
 static void note_hub_time(el_client *c, const json_t *doc)
 {
     json_t *t = json_object_get(doc, "time");
-    if (json_is_integer(t) && json_integer_value(t) > 0)
-        c->hub_time = (int64_t)json_integer_value(t);
+    if (!json_is_integer(t) || json_integer_value(t) <= 0)
+        return;
+    int64_t v = (int64_t)json_integer_value(t), limit = hub_not_after(c);
+    if (limit && v > limit)
+        c->hub_time_refused = v;
+    else
+        c->hub_time = v;
 }
 
 int el_client_last_resumed(const el_client *c)

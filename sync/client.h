@@ -66,8 +66,12 @@ int el_client_post_status(el_client *c, const json_t *status, el_error *err);
 /* The hub's clock (Unix seconds) from the "time" member of the last status
  * or releases answer, or 0 when no answer carried one. It came over the
  * mutually authenticated connection, so a device may move its last trusted
- * time forward with it (DESIGN.md "Trust and sync"); never backward. */
+ * time forward with it (DESIGN.md "Trust and sync"); never backward, and
+ * never past the hub certificate's notAfter (el_client_hub_time_refused). */
 int64_t el_client_hub_time(const el_client *c);
+/* A hub time not taken because it is after the hub certificate's notAfter
+ * (the last one), or 0. */
+int64_t el_client_hub_time_refused(const el_client *c);
 
 /* GET /v1/releases?since=SINCE. *OUT is the hub's answer (a new reference:
  * {"releases": [...], "next": SEQ}). */

@@ -500,6 +500,10 @@ int el_daemon_sync(el_store *s, el_daemon_sync_result *r, el_error *err)
     r->status_posted = 1;
     if ((rc = advance_trusted_time(s, el_client_hub_time(c), err)))
         goto out;
+    if ((r->hub_time_refused = el_client_hub_time_refused(c)) != 0)
+        el_agent_log(EL_LOG_WARN, "sync.hub_time_refused",
+                     "hub_time=%lld reason=\"after the hub certificate's notAfter\"",
+                     (long long)r->hub_time_refused);
     el_agent_log(EL_LOG_INFO, "sync.status", "hub=%s", cfg->hub.url);
     if ((rc = sync_roots(s, c, r, err)) || (rc = sync_releases(s, c, r, err)))
         goto out;

@@ -30,6 +30,8 @@ typedef struct el_daemon_sync_result {
     int64_t root_version;    /* the pinned root after the run */
     int64_t releases_seen, installed, refused;
     int64_t since;           /* release cursor (hub sequence) after the run */
+    int64_t hub_time_refused; /* a hub time not trusted: after the hub
+                                 certificate's notAfter (0: none) */
     json_t *events;          /* array of {"bundle", "kind", "outcome", ...}
                                 (new reference; may be NULL) */
 } el_daemon_sync_result;

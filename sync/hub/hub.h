@@ -67,6 +67,11 @@ typedef struct el_hub_response {
  * (ROOT_PATH, accepted as a first root naming this CA, or a newer stored
  * root when the store holds one). Returns 0 or an error; HUB is finished by
  * el_hub_finish either way. */
+/* The hub's wall clock (Unix seconds): time(NULL), or $EDGELOOP_NOW when
+ * set, as on the device, so tests can run a hub whose clock is off. The
+ * TLS layer keeps the system clock. */
+int64_t el_hub_now(void);
+
 int el_hub_init(el_hub *hub, el_hub_store *store, const char *ca_path,
                 const char *root_path, el_error *err);
 void el_hub_finish(el_hub *hub);

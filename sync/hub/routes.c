@@ -224,11 +224,11 @@ static void status_post(el_hub *hub, const el_tls_peer *peer, el_http_msg *req,
         el_error_set(&err, EL_ENOMEM, "out of memory");
         goto fail;
     }
-    if (hub->store->ops->status_put(hub->store, peer->cn, seq, hash, text, (int64_t)time(NULL),
+    if (hub->store->ops->status_put(hub->store, peer->cn, seq, hash, text, el_hub_now(),
                                     &err))
         goto fail;
     json_response(resp, 200, json_pack("{s:{s:I, s:s}, s:I}", "audit", "seq", (json_int_t)seq,
-                                       "hash", hash, "time", (json_int_t)time(NULL)));
+                                       "hash", hash, "time", (json_int_t)el_hub_now()));
     goto out;
 fail:
     error_from(resp, &err);
@@ -257,7 +257,7 @@ static void releases_get(el_hub *hub, const el_tls_peer *peer, el_http_msg *req,
         error_from(resp, &err);
         return;
     }
-    json_object_set_new(out, "time", json_integer((json_int_t)time(NULL)));
+    json_object_set_new(out, "time", json_integer((json_int_t)el_hub_now()));
     json_response(resp, 200, out);
 }
 

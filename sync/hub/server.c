@@ -330,7 +330,7 @@ static void *worker_main(void *arg)
             const el_tls_peer *peer = el_tls_conn_peer(s->tls);
             if (peer->role == EL_TLS_ROLE_DEVICE)
                 hub->store->ops->device_seen(hub->store, peer->cn, peer->group, peer->serial,
-                                             (int64_t)time(NULL), NULL);
+                                             el_hub_now(), NULL);
             el_http_conn_init(&s->http, s->tls, io_read, io_write);
         }
         if (serve_requests(hub, s))

@@ -7,7 +7,8 @@
 #  - promote fetches a device's delta, verifies and rebuilds it, and makes an
 #    unsigned release; signed 2-of-2 and pushed, a second device installs it;
 #  - a device whose clock is set back (EDGELOOP_NOW) takes the hub's time at
-#    its sync and then refuses an expired release it accepted before.
+#    its sync and then refuses an expired release it accepted before; but
+#    not a hub time after the hub certificate's own expiry.
 # argv: edgeloop, edgeloop-hub, edgeloop-fleet executables.
 set -u
 EL="$1"
@@ -136,6 +137,25 @@ expect '[ $? -eq 0 ]' "the set-back device syncs"
 "$EL" import --state "$S3" "$TMP/old.elb" --json >"$TMP/i3.json" 2>/dev/null
 expect '[ $? -eq 3 ] && [ "$(jget "$TMP/i3.json" "[\"error\"][\"code\"]")" = expired ]' \
        "after a sync, the same device refuses it: expired (the hub's time)"
+
+# A hub with a certificate for 30 days whose clock runs 100 days ahead,
+# past that certificate's expiry: the device does not take that time (else
+# it would refuse every hub from then on), says so, and its trusted time
+# stays where it was.
+stop_hub
+quiet "$F" issue --csr "$TMP/hub.csr" --role hub --name localhost --days 30 -o "$TMP/hub.crt"
+EDGELOOP_NOW=$((NOW + 100 * DAY)) start_hub "$PORT"
+S4="$TMP/dev4"
+export EDGELOOP_FLEET_NOW=$(rfc3339 $((NOW - 60 * DAY)))
+device "$S4" dev-4 line-b
+unset EDGELOOP_FLEET_NOW
+"$EL" sync --state "$S4" --json >"$TMP/s4.json" 2>"$TMP/s4.err"
+expect '[ $? -eq 0 ] && [ "$(jget "$TMP/s4.json" "[\"hub_time_refused\"]")" -ge $((NOW + 99 * DAY)) ]' \
+       "a hub clock past its certificate's expiry: the sync works, that time is refused"
+"$EL" sync --state "$S4" >/dev/null 2>"$TMP/s4b.err"
+expect 'grep -q "after its certificate" "$TMP/s4b.err"' "the text output warns about it"
+"$EL" import --state "$S4" "$TMP/old.elb" >/dev/null 2>&1
+expect '[ $? -eq 0 ]' "the device's trusted time did not move: a release valid by its clock installs"
 unset EDGELOOP_NOW
 
 finish "fleet hub"
