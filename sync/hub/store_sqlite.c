@@ -525,31 +525,62 @@ static int stage_row_blobs(sqlite_store *st, const void *bytes, size_t len,
     return rc;
 }
 
-/* A bundle or release row with its staged blobs. */
-typedef struct row_put {
+/* A bundle or release row with its staged blobs and the adapter it
+ * records (note 5). */
+typedef struct row_put row_put;
+struct row_put {
     void *rec;                      /* el_hub_bundle_rec or el_hub_release_rec */
+    const char *adapter_digest;     /* what the staged adapter is the rebuild of */
     staged_blob b, a;
     int *created;
-} row_put;
+    int64_t *seq;
+    /* the row itself, after its blobs and the adapter row */
+    int (*insert)(sqlite_store *st, row_put *p, el_error *err);
+};
 
-static int apply_bundle(sqlite_store *st, write_op *op, el_error *err)
+static int apply_row(sqlite_store *st, write_op *op, el_error *err)
 {
     row_put *p = op->arg;
-    el_hub_bundle_rec *rec = p->rec;
     int rc = staged_insert(st, &p->b, err);
     if (!rc)
         rc = staged_insert(st, &p->a, err);
     if (!rc)
-        rc = adapter_insert(st, rec->result, rec->adapter_blob, err);
+        rc = adapter_insert(st, p->adapter_digest, p->a.sha, err);
     if (!rc)
-        rc = run(st, "insert bundle", p->created, err,
+        rc = p->insert(st, p, err);
+    if (!rc)
+        *p->seq = *p->created ? sqlite3_last_insert_rowid(st->db) : 0;
+    return rc;
+}
+
+/* Stages BYTES and ADAPTER (may be NULL) into BLOB and ADAPTER_BLOB (65
+ * each), then writes P's row with them in the next commit. */
+static int put_row(sqlite_store *st, row_put *p, const void *bytes, size_t len,
+                   const void *adapter, size_t adapter_len, char *blob, char *adapter_blob,
+                   el_error *err)
+{
+    *p->created = 0;
+    int rc = stage_row_blobs(st, bytes, len, adapter, adapter_len, &p->b, &p->a, blob,
+                             adapter_blob, err);
+    if (rc)
+        return rc;
+    write_op op = {.apply = apply_row, .arg = p};
+    if ((rc = submit(st, &op, err)) != 0) {
+        *p->created = 0;
+        *p->seq = 0;
+    }
+    return rc;
+}
+
+static int insert_bundle(sqlite_store *st, row_put *p, el_error *err)
+{
+    el_hub_bundle_rec *rec = p->rec;
+    int rc = run(st, "insert bundle", p->created, err,
                  "INSERT INTO bundles(id, device, blob, size, parent, result, base,"
                  " encoding, received) VALUES(?,?,?,?,?,?,?,?,?)"
                  " ON CONFLICT(id) DO NOTHING",
                  "tttitttti", rec->id, rec->device, rec->blob, (int64_t)rec->size,
                  rec->parent, rec->result, rec->base, rec->encoding, rec->received);
-    if (!rc)
-        rec->seq = *p->created ? sqlite3_last_insert_rowid(st->db) : 0;
     /* killed here, the transaction is not committed: no trace of the
      * upload but unreferenced files */
     if (!rc)
@@ -561,19 +592,10 @@ static int st_bundle_put(el_hub_store *s, el_hub_bundle_rec *rec, const void *by
                          size_t len, const void *adapter, size_t adapter_len, int *created,
                          el_error *err)
 {
-    sqlite_store *st = (sqlite_store *)s;
-    row_put p = {.rec = rec, .created = created};
-    *created = 0;
-    int rc = stage_row_blobs(st, bytes, len, adapter, adapter_len, &p.b, &p.a, rec->blob,
-                             rec->adapter_blob, err);
-    if (rc)
-        return rc;
-    write_op op = {.apply = apply_bundle, .arg = &p};
-    if ((rc = submit(st, &op, err)) != 0) {
-        *created = 0;
-        rec->seq = 0;
-    }
-    return rc;
+    row_put p = {.rec = rec, .adapter_digest = rec->result, .created = created,
+                 .seq = &rec->seq, .insert = insert_bundle};
+    return put_row((sqlite_store *)s, &p, bytes, len, adapter, adapter_len, rec->blob,
+                   rec->adapter_blob, err);
 }
 
 static int st_bundle_get(el_hub_store *s, const char *id, el_hub_bundle_rec *rec,
@@ -769,43 +791,24 @@ static int st_status_put(el_hub_store *s, const char *device, int64_t audit_seq,
     return submit((sqlite_store *)s, &op, err);
 }
 
-static int apply_release(sqlite_store *st, write_op *op, el_error *err)
+static int insert_release(sqlite_store *st, row_put *p, el_error *err)
 {
-    row_put *p = op->arg;
     el_hub_release_rec *rec = p->rec;
-    int rc = staged_insert(st, &p->b, err);
-    if (!rc)
-        rc = staged_insert(st, &p->a, err);
-    if (!rc)
-        rc = adapter_insert(st, rec->adapter, rec->adapter_blob, err);
-    if (!rc)
-        rc = run(st, "insert release", p->created, err,
-                 "INSERT INTO releases(id, kind, counter, target, blob, size, expires,"
-                 " received) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
-                 "ttittiii", rec->id, rec->kind, rec->counter, rec->target, rec->blob,
-                 (int64_t)rec->size, rec->expires, rec->received);
-    if (!rc)
-        rec->seq = *p->created ? sqlite3_last_insert_rowid(st->db) : 0;
-    return rc;
+    return run(st, "insert release", p->created, err,
+               "INSERT INTO releases(id, kind, counter, target, blob, size, expires,"
+               " received) VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
+               "ttittiii", rec->id, rec->kind, rec->counter, rec->target, rec->blob,
+               (int64_t)rec->size, rec->expires, rec->received);
 }
 
 static int st_release_put(el_hub_store *s, el_hub_release_rec *rec, const void *bytes,
                           size_t len, const void *adapter, size_t adapter_len, int *created,
                           el_error *err)
 {
-    sqlite_store *st = (sqlite_store *)s;
-    row_put p = {.rec = rec, .created = created};
-    *created = 0;
-    int rc = stage_row_blobs(st, bytes, len, adapter, adapter_len, &p.b, &p.a, rec->blob,
-                             rec->adapter_blob, err);
-    if (rc)
-        return rc;
-    write_op op = {.apply = apply_release, .arg = &p};
-    if ((rc = submit(st, &op, err)) != 0) {
-        *created = 0;
-        rec->seq = 0;
-    }
-    return rc;
+    row_put p = {.rec = rec, .adapter_digest = rec->adapter, .created = created,
+                 .seq = &rec->seq, .insert = insert_release};
+    return put_row((sqlite_store *)s, &p, bytes, len, adapter, adapter_len, rec->blob,
+                   rec->adapter_blob, err);
 }
 
 static int st_releases_since(el_hub_store *s, const char *device, const char *group,

@@ -140,31 +140,21 @@ static void *kw_writer(void *p)
     return NULL;
 }
 
-static int64_t device_field(el_client *admin, const char *cn, const char *field)
+/* GET /v1/devices/CN (FIELD of the device) or /v1/versions?device=CN (FIELD
+ * NULL: how many versions) as admin; -1 when the request fails. */
+static int64_t device_query(el_client *admin, const char *cn, const char *field)
 {
     char target[128];
     json_t *doc = NULL;
     el_error err = {0};
-    snprintf(target, sizeof target, "/v1/devices/%s", cn);
+    snprintf(target, sizeof target, field ? "/v1/devices/%s" : "/v1/versions?device=%s", cn);
     if (el_client_get_json(admin, target, &doc, &err))
         return -1;
     json_t *row = json_object_get(doc, "device");
-    int64_t v = json_integer_value(json_object_get(row ? row : doc, field));
+    int64_t v = field ? json_integer_value(json_object_get(row ? row : doc, field))
+                      : (int64_t)json_array_size(json_object_get(doc, "versions"));
     json_decref(doc);
     return v;
-}
-
-static int device_versions(el_client *admin, const char *cn)
-{
-    char target[128];
-    json_t *doc = NULL;
-    el_error err = {0};
-    snprintf(target, sizeof target, "/v1/versions?device=%s", cn);
-    if (el_client_get_json(admin, target, &doc, &err))
-        return -1;
-    int n = (int)json_array_size(json_object_get(doc, "versions"));
-    json_decref(doc);
-    return n;
 }
 
 static void test_kill_during_writes(void)
@@ -216,11 +206,11 @@ static void test_kill_during_writes(void)
         int acked = 0;
         for (int i = 0; i < KW_DEVICES; i++) {
             acked += d[i].acked;
-            int held = device_versions(admin, d[i].cn);
+            int held = (int)device_query(admin, d[i].cn, NULL);
             CHECK_MSG(held >= d[i].acked && held <= d[i].acked + 1,
                       "%s: %d acknowledged, %d held", d[i].cn, d[i].acked, held);
             if (d[i].seq)
-                CHECK_MSG(device_field(admin, d[i].cn, "audit_seq") >= d[i].seq,
+                CHECK_MSG(device_query(admin, d[i].cn, "audit_seq") >= d[i].seq,
                           "%s: status %lld acknowledged", d[i].cn, (long long)d[i].seq);
             for (int k = 0; k < d[i].acked; k++) {
                 int created = -1;
@@ -240,7 +230,7 @@ static void test_kill_during_writes(void)
             el_client_disconnect(d[i].client);
             kw_writer(&d[i]);
             CHECK(d[i].acked == KW_DELTAS);
-            CHECK(device_versions(admin, d[i].cn) == KW_DELTAS);
+            CHECK((int)device_query(admin, d[i].cn, NULL) == KW_DELTAS);
             el_client_destroy(d[i].client);
             d[i].client = NULL;
         }
