@@ -14,7 +14,8 @@
  * checks a device's certificate chain and builds its key table once.
  * It prints syncs/s, handshakes/s, p50/p99 sync latency, errors, the hub's
  * CPU ms per sync (from /proc), the load generator's CPU ms per sync, how
- * many uploads were new deltas, peak RSS, and checks that every bundle
+ * many uploads were new deltas, peak RSS, the writes per store commit (from
+ * /metrics: group commit), and checks that every bundle
  * uploaded is stored exactly once. Client and hub share the machine: the
  * figures are a floor; 1000 * cores / (hub + client CPU ms per sync) is the
  * ceiling the CPU allows.
@@ -200,6 +201,28 @@ static double self_cpu_ms(void)
            (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
 }
 
+static el_client *admin_client;   /* reads /metrics between phases */
+
+/* The hub's store commits and the writes they held, from /metrics. */
+static void store_counters(double *commits, double *writes)
+{
+    el_http_msg resp;
+    el_error err = {0};
+    el_http_msg_init(&resp);
+    *commits = *writes = 0;
+    if (admin_client &&
+        !el_client_request(admin_client, "GET", "/metrics", NULL, NULL, 0, &resp, &err) &&
+        resp.status == 200) {
+        const char *c = strstr((const char *)resp.body, "\nedgeloop_hub_store_commits_total ");
+        const char *w = strstr((const char *)resp.body, "\nedgeloop_hub_store_writes_total ");
+        if (c)
+            *commits = atof(c + strlen("\nedgeloop_hub_store_commits_total "));
+        if (w)
+            *writes = atof(w + strlen("\nedgeloop_hub_store_writes_total "));
+    }
+    el_http_msg_finish(&resp);
+}
+
 static long run_phase(device *devs, int n, int seconds, const char *label, int json)
 {
     atomic_store(&phase_stop, 0);
@@ -208,8 +231,9 @@ static long run_phase(device *devs, int n, int seconds, const char *label, int j
         devs[i].errors = 0;
         devs[i].created = 0;
     }
-    double cpu0, cpu1, self0 = self_cpu_ms(), self1;
+    double cpu0, cpu1, self0 = self_cpu_ms(), self1, commits0, writes0, commits1, writes1;
     long hwm;
+    store_counters(&commits0, &writes0);
     hub_usage(fleet.hub_pid, &cpu0, &hwm);
     pthread_t *threads = calloc((size_t)n, sizeof *threads);
     double t0 = now_ms();
@@ -226,6 +250,8 @@ static long run_phase(device *devs, int n, int seconds, const char *label, int j
     free(threads);
     hub_usage(fleet.hub_pid, &cpu1, &hwm);
     self1 = self_cpu_ms();
+    store_counters(&commits1, &writes1);
+    double per_commit = commits1 > commits0 ? (writes1 - writes0) / (commits1 - commits0) : 0;
     size_t total = 0;
     long errors = 0, created = 0;
     for (int i = 0; i < n; i++) {
@@ -249,13 +275,13 @@ static long run_phase(device *devs, int n, int seconds, const char *label, int j
                "\"handshakes_per_s\":%.1f,"
                "\"p50_ms\":%.1f,\"p99_ms\":%.1f,\"errors\":%ld,\"new_deltas\":%ld,"
                "\"hub_cpu_ms_per_sync\":%.2f,\"client_cpu_ms_per_sync\":%.2f,"
-               "\"hub_peak_rss_mib\":%.1f}\n",
+               "\"hub_peak_rss_mib\":%.1f,\"writes_per_commit\":%.2f}\n",
                label, wall, total, rate, rate, p50, p99, errors, created, cpu_per, self_per,
-               (double)hwm / 1024.0);
+               (double)hwm / 1024.0, per_commit);
     else
-        printf("%-8s %5.1f %7zu %8.1f %13.1f %8.1f %8.1f %7ld %6ld %10.2f %10.2f %8.1f\n",
+        printf("%-8s %5.1f %7zu %8.1f %13.1f %8.1f %8.1f %7ld %6ld %10.2f %10.2f %8.1f %7.2f\n",
                label, wall, total, rate, rate, p50, p99, errors, created, cpu_per, self_per,
-               (double)hwm / 1024.0);
+               (double)hwm / 1024.0, per_commit);
     fflush(stdout);
     return errors;
 }
@@ -350,14 +376,21 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    static char metrics_paths[2100];
+    el_client_opts mo;
+    el_error merr = {0};
+    el_fleetkit_client_opts(&fleet, "admin", &mo, metrics_paths, sizeof metrics_paths);
+    mo.timeout_ms = 60000;
+    if (el_client_create(&mo, &admin_client, &merr))
+        fprintf(stderr, "bench-hub: no /metrics: %s\n", merr.msg);
     if (!json) {
         printf("hub bench: %d devices, %d s per phase, %d hub workers, %d deltas per device, "
                "delta %zu bytes (lora-delta-q8)\n",
                n, seconds, workers, deltas_per_device, devs[0].lens[0]);
         printf("phase     secs   syncs  syncs/s  handshakes/s   p50 ms   p99 ms  errors    new"
-               "    hub CPU client CPU  hub RSS\n"
+               "    hub CPU client CPU  hub RSS  writes/\n"
                "                                                                       deltas"
-               "    ms/sync    ms/sync      MiB\n");
+               "    ms/sync    ms/sync      MiB   commit\n");
     }
     full_handshake = 1;
     upload_new = 1;
@@ -398,6 +431,7 @@ int main(int argc, char **argv)
     }
     el_http_msg_finish(&resp);
     el_client_destroy(admin);
+    el_client_destroy(admin_client);
     int ok = errors == 0 && stored == sent && dupes == 0;
     if (json)
         printf("{\"bundles_sent\":%ld,\"bundles_stored\":%ld,\"duplicates\":%ld,\"ok\":%s}\n",

@@ -399,6 +399,17 @@ static void metrics_get(el_hub *hub, el_hub_response *resp)
          "edgeloop_hub_idle_timeouts_total %llu\n",
          (long long)atomic_load(&m->idle_connections),
          (unsigned long long)atomic_load(&m->idle_timeouts));
+    uint64_t commits = 0, writes = 0;
+    hub->store->ops->write_stats(hub->store, &commits, &writes);
+    EMIT("# HELP edgeloop_hub_store_commits_total Durable metadata commits (group "
+         "commit: concurrent writes share one).\n"
+         "# TYPE edgeloop_hub_store_commits_total counter\n"
+         "edgeloop_hub_store_commits_total %llu\n"
+         "# HELP edgeloop_hub_store_writes_total Writes (statuses, uploads, releases, "
+         "device records) those commits held.\n"
+         "# TYPE edgeloop_hub_store_writes_total counter\n"
+         "edgeloop_hub_store_writes_total %llu\n",
+         (unsigned long long)commits, (unsigned long long)writes);
 #undef EMIT
     resp->status = 200;
     resp->content_type = "text/plain; version=0.0.4";

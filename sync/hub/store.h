@@ -120,6 +120,9 @@ typedef struct el_hub_store_ops {
     /* Bundles uploaded by DEVICE (all devices when NULL), in arrival order. */
     int (*versions)(el_hub_store *s, const char *device, json_t **out, el_error *err);
     int (*counts)(el_hub_store *s, int64_t *devices, int64_t *bundles, el_error *err);
+    /* Since the store opened: metadata commits made, and the writes they
+     * held (more writes than commits: writes shared a commit). */
+    void (*write_stats)(el_hub_store *s, uint64_t *commits, uint64_t *writes);
 } el_hub_store_ops;
 
 struct el_hub_store {

@@ -82,6 +82,7 @@ typedef struct sqlite_store {
     pthread_cond_t wq_cond;
     struct write_op *wq_head, **wq_tail;
     int wq_leader;                  /* a thread is committing a batch */
+    atomic_ullong commits, writes;  /* write_stats */
 } sqlite_store;
 
 /* One write waiting for its batch's commit (note 7). APPLY runs inside the
@@ -346,6 +347,15 @@ static void commit_batch(sqlite_store *st, write_op *batch)
                 op->rc = rc;
                 op->err = err;
             }
+    }
+    if (!rc) {
+        unsigned long long n = 0;
+        for (write_op *op = batch; op; op = op->next)
+            n += !op->rc;
+        if (n) {   /* a batch of refused writes only commits nothing */
+            atomic_fetch_add(&st->commits, 1);
+            atomic_fetch_add(&st->writes, n);
+        }
     }
     pthread_mutex_unlock(&st->lock);
 }
@@ -972,6 +982,13 @@ static int st_counts(el_hub_store *s, int64_t *devices, int64_t *bundles, el_err
     return rc;
 }
 
+static void st_write_stats(el_hub_store *s, uint64_t *commits, uint64_t *writes)
+{
+    sqlite_store *st = (sqlite_store *)s;
+    *commits = atomic_load(&st->commits);
+    *writes = atomic_load(&st->writes);
+}
+
 static const el_hub_store_ops sqlite_ops = {
     .destroy = st_destroy,
     .blob_put = st_blob_put,
@@ -991,6 +1008,7 @@ static const el_hub_store_ops sqlite_ops = {
     .device_get = st_device_get,
     .versions = st_versions,
     .counts = st_counts,
+    .write_stats = st_write_stats,
 };
 
 static int migrate(sqlite_store *st, el_error *err)

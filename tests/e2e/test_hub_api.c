@@ -288,6 +288,13 @@ static void test_admin(el_client *admin, el_client *dev1, const char *first_id)
     CHECK(body && strstr(body, "edgeloop_hub_bundles_stored 3"));
     CHECK(body && strstr(body, "edgeloop_hub_requests_total{route=\"bundle_put\",code=\"201\"} 3"));
     CHECK(body && strstr(body, "edgeloop_hub_devices_seen"));
+    /* every write went through a commit; no commit without a write */
+    unsigned long long commits = 0, writes = 0;
+    const char *c = body ? strstr(body, "\nedgeloop_hub_store_commits_total ") : NULL;
+    const char *w = body ? strstr(body, "\nedgeloop_hub_store_writes_total ") : NULL;
+    CHECK(c && sscanf(c, "\nedgeloop_hub_store_commits_total %llu", &commits) == 1);
+    CHECK(w && sscanf(w, "\nedgeloop_hub_store_writes_total %llu", &writes) == 1);
+    CHECK(commits > 0 && writes >= commits);
     el_free(body);
 }
 

@@ -232,6 +232,8 @@ static void *gc_writer(void *p)
 
 static void test_group_commit(el_hub_store *st)
 {
+    uint64_t commits0, writes0, commits, writes;
+    st->ops->write_stats(st, &commits0, &writes0);
     pthread_t t[GC_THREADS];
     gc_arg a[GC_THREADS];
     for (int i = 0; i < GC_THREADS; i++) {
@@ -244,6 +246,13 @@ static void test_group_commit(el_hub_store *st)
         CHECK(a[i].refused == GC_ROUNDS / 10);
         CHECK(a[i].created == GC_ROUNDS);
     }
+    /* each status, bundle and new device record is one write; refused
+     * heads are not; the commits held them all */
+    st->ops->write_stats(st, &commits, &writes);
+    CHECK(writes - writes0 == (uint64_t)GC_THREADS * (2 * GC_ROUNDS + 1));
+    CHECK(commits - commits0 >= 1 && commits - commits0 <= writes - writes0);
+    printf("group commit: %llu writes in %llu commits\n",
+           (unsigned long long)(writes - writes0), (unsigned long long)(commits - commits0));
     el_error err = {0};
     for (int i = 0; i < GC_THREADS; i++) {
         char device[32];
