@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -212,6 +213,16 @@ int el_fault_armed(const char *name)
         p = end + 1;
     }
     return 0;
+}
+
+int64_t el_wall_now(void)
+{
+    const char *v = getenv("EDGELOOP_NOW");
+    char *end;
+    long long t = v && *v ? strtoll(v, &end, 10) : 0;
+    if (v && *v && !*end && t > 0)
+        return (int64_t)t;
+    return (int64_t)time(NULL);
 }
 
 void el_crash_point(const char *name)

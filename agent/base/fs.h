@@ -51,6 +51,11 @@ int el_fs_join(char *out, size_t n, const char *a, const char *b);
  * until continued, so a test can run another process in between. */
 void el_crash_point(const char *name);
 
+/* The wall clock in Unix seconds: time(NULL), or $EDGELOOP_NOW when set to
+ * a positive integer, so tests can run a device or a hub whose clock is
+ * set back or forward. */
+int64_t el_wall_now(void);
+
 /* 1 when $EDGELOOP_FAULT lists NAME (comma separated), e.g. "fs.enospc". */
 int el_fault_armed(const char *name);
 

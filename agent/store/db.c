@@ -233,19 +233,6 @@ const char *el_store_dir(const el_store *s)
     return s->dir;
 }
 
-/* The device's wall clock: time(NULL), or $EDGELOOP_NOW (Unix seconds)
- * when set, so tests can set the clock back or forward. This is the one
- * place the device reads the clock for the state it opens. */
-static int64_t clock_now(void)
-{
-    const char *v = getenv("EDGELOOP_NOW");
-    char *end;
-    long long t = v && *v ? strtoll(v, &end, 10) : 0;
-    if (v && *v && !*end && t > 0)
-        return (int64_t)t;
-    return (int64_t)time(NULL);
-}
-
 int64_t el_store_now(const el_store *s)
 {
     return s->now;
@@ -549,7 +536,8 @@ int el_store_open(const char *dir, const el_store_open_opts *opts,
         rc = el_error_set(err, EL_EINPUT, "%s: state path too long", dir);
         goto fail;
     }
-    s->now = opts->now ? opts->now : clock_now();
+    /* the one place the device reads the clock for the state it opens */
+    s->now = opts->now ? opts->now : el_wall_now();
     snprintf(s->actor, sizeof s->actor, "%s", opts->actor ? opts->actor : "operator");
     if (opts->create) {
         if ((rc = el_fs_mkdirs(s->blob_dir, 0755, err)) ||

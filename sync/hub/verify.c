@@ -31,12 +31,7 @@
 
 int64_t el_hub_now(void)
 {
-    const char *v = getenv("EDGELOOP_NOW");
-    char *end;
-    long long t = v && *v ? strtoll(v, &end, 10) : 0;
-    if (v && *v && !*end && t > 0)
-        return (int64_t)t;
-    return (int64_t)time(NULL);
+    return el_wall_now();
 }
 
 static int64_t wall_clock(void)
